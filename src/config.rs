@@ -1,0 +1,586 @@
+//! Configuration: the raw TOML shape (unknown keys rejected) and the validated [`Config`] built
+//! from it. Every check names the key it rejects, so `check-config` and start-up can say exactly
+//! what is wrong before anything runs. Credentials never live here: AWS keys come from the standard
+//! AWS chain.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the key (dotted path) and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML or has an unexpected key: {0}")]
+    Parse(String),
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shape, exactly as written in the file.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    prober: RawProber,
+    #[serde(default)]
+    exporter: RawExporter,
+    #[serde(default, rename = "region")]
+    regions: Vec<RawRegion>,
+    #[serde(default, rename = "table")]
+    tables: Vec<RawTable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProber {
+    id: String,
+    #[serde(default = "default_interval")]
+    interval: String,
+    #[serde(default = "default_attempt_timeout")]
+    attempt_timeout: String,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_probes")]
+    probes: Vec<String>,
+    #[serde(default = "default_canary_prefix")]
+    canary_prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExporter {
+    #[serde(default = "default_exporter_listen")]
+    listen: String,
+}
+
+impl Default for RawExporter {
+    fn default() -> Self {
+        Self {
+            listen: default_exporter_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    name: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+    priority: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    name: String,
+    #[serde(default = "default_key_attribute")]
+    key_attribute: String,
+    #[serde(default = "default_health_key")]
+    health_key: String,
+}
+
+fn default_interval() -> String {
+    "5s".into()
+}
+fn default_attempt_timeout() -> String {
+    "1s".into()
+}
+fn default_timeout() -> String {
+    "2500ms".into()
+}
+fn default_max_attempts() -> u32 {
+    2
+}
+fn default_probes() -> Vec<String> {
+    vec!["read".into(), "write".into(), "replication".into()]
+}
+fn default_canary_prefix() -> String {
+    "dynamo-failover-canary".into()
+}
+fn default_exporter_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+fn default_key_attribute() -> String {
+    "pk".into()
+}
+fn default_health_key() -> String {
+    "dynamo-failover-health".into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated shape.
+// ---------------------------------------------------------------------------------------------
+
+/// The whole validated configuration. Only [`Config::parse`] builds one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub prober: ProberConfig,
+    pub exporter: ExporterConfig,
+    /// Sorted by priority, most preferred first.
+    pub regions: Vec<RegionConfig>,
+    pub tables: Vec<TableConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProberConfig {
+    /// Names this vantage point in every metric (`prober` label).
+    pub id: String,
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    #[serde(with = "duration_text")]
+    pub attempt_timeout: Duration,
+    /// Bound on one probe including retries; the probe is cut off here whatever the SDK does.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub probes: ProbeSet,
+    pub canary_prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExporterConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RegionConfig {
+    pub name: String,
+    /// Override of the DynamoDB endpoint (a local stand-in); `None` means AWS's own endpoint.
+    pub endpoint: Option<String>,
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TableConfig {
+    pub name: String,
+    /// Name of the table's partition key attribute (type S).
+    pub key_attribute: String,
+    /// Partition key value of the health item the read probe fetches.
+    pub health_key: String,
+}
+
+/// Which probe kinds run. Replication needs write (it reads back this prober's canaries).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ProbeSet {
+    pub read: bool,
+    pub write: bool,
+    pub replication: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// The effective configuration as TOML-like text for `check-config`. Nothing secret is held
+    /// in [`Config`], so nothing needs redacting yet; secrets added later implement a redacting
+    /// `Serialize`.
+    pub fn to_pretty(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("<cannot render config: {e}>"))
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let prober = self.prober.validate()?;
+        let listen = self
+            .exporter
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("exporter.listen", format!("not an address:port ({e})")))?;
+
+        if self.regions.is_empty() {
+            return Err(invalid(
+                "region",
+                "at least one [[region]] is required (two or more for failover)",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut priorities = BTreeSet::new();
+        let mut regions = Vec::with_capacity(self.regions.len());
+        for (i, r) in self.regions.into_iter().enumerate() {
+            let key = |field: &str| format!("region[{i}].{field}");
+            check_label_value(&key("name"), &r.name)?;
+            if !names.insert(r.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("region `{}` is listed twice", r.name),
+                ));
+            }
+            if !priorities.insert(r.priority) {
+                return Err(invalid(
+                    key("priority"),
+                    format!(
+                        "priority {} is used by another region; priorities must be distinct",
+                        r.priority
+                    ),
+                ));
+            }
+            if let Some(ep) = &r.endpoint {
+                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                    return Err(invalid(
+                        key("endpoint"),
+                        format!("`{ep}` must start with http:// or https://"),
+                    ));
+                }
+            }
+            regions.push(RegionConfig {
+                name: r.name,
+                endpoint: r.endpoint,
+                priority: r.priority,
+            });
+        }
+        regions.sort_by_key(|r| r.priority);
+
+        if self.tables.is_empty() {
+            return Err(invalid("table", "at least one [[table]] is required"));
+        }
+        let mut table_names = BTreeSet::new();
+        let mut tables = Vec::with_capacity(self.tables.len());
+        for (i, t) in self.tables.into_iter().enumerate() {
+            let key = |field: &str| format!("table[{i}].{field}");
+            check_table_name(&key("name"), &t.name)?;
+            if !table_names.insert(t.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("table `{}` is listed twice", t.name),
+                ));
+            }
+            if t.key_attribute.is_empty() {
+                return Err(invalid(key("key_attribute"), "must not be empty"));
+            }
+            if t.health_key.is_empty() {
+                return Err(invalid(key("health_key"), "must not be empty"));
+            }
+            if t.health_key.starts_with(&prober.canary_prefix) {
+                return Err(invalid(
+                    key("health_key"),
+                    "must not start with prober.canary_prefix (the canary writes would overwrite it)",
+                ));
+            }
+            tables.push(TableConfig {
+                name: t.name,
+                key_attribute: t.key_attribute,
+                health_key: t.health_key,
+            });
+        }
+
+        Ok(Config {
+            prober,
+            exporter: ExporterConfig { listen },
+            regions,
+            tables,
+        })
+    }
+}
+
+impl RawProber {
+    fn validate(self) -> Result<ProberConfig, ConfigError> {
+        check_label_value("prober.id", &self.id)?;
+        let interval = parse_duration("prober.interval", &self.interval)?;
+        let attempt_timeout = parse_duration("prober.attempt_timeout", &self.attempt_timeout)?;
+        let timeout = parse_duration("prober.timeout", &self.timeout)?;
+        if interval < Duration::from_millis(100) {
+            return Err(invalid("prober.interval", "must be at least 100ms"));
+        }
+        if timeout > interval {
+            return Err(invalid(
+                "prober.timeout",
+                format!(
+                    "{} is longer than prober.interval ({}); a probe must end before the next one is due",
+                    fmt_duration(timeout),
+                    fmt_duration(interval)
+                ),
+            ));
+        }
+        if attempt_timeout > timeout {
+            return Err(invalid(
+                "prober.attempt_timeout",
+                "must not be longer than prober.timeout",
+            ));
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return Err(invalid("prober.max_attempts", "must be between 1 and 10"));
+        }
+        let mut probes = ProbeSet {
+            read: false,
+            write: false,
+            replication: false,
+        };
+        for p in &self.probes {
+            let slot = match p.as_str() {
+                "read" => &mut probes.read,
+                "write" => &mut probes.write,
+                "replication" => &mut probes.replication,
+                other => {
+                    return Err(invalid(
+                        "prober.probes",
+                        format!("unknown probe `{other}` (known: read, write, replication)"),
+                    ))
+                }
+            };
+            if *slot {
+                return Err(invalid(
+                    "prober.probes",
+                    format!("probe `{p}` is listed twice"),
+                ));
+            }
+            *slot = true;
+        }
+        if !(probes.read || probes.write) {
+            return Err(invalid(
+                "prober.probes",
+                "needs at least one of read, write",
+            ));
+        }
+        if probes.replication && !probes.write {
+            return Err(invalid(
+                "prober.probes",
+                "replication reads back the write probe's canaries, so it needs write too",
+            ));
+        }
+        if self.canary_prefix.is_empty() || self.canary_prefix.contains('#') {
+            return Err(invalid(
+                "prober.canary_prefix",
+                "must be non-empty and must not contain `#`",
+            ));
+        }
+        Ok(ProberConfig {
+            id: self.id,
+            interval,
+            attempt_timeout,
+            timeout,
+            max_attempts: self.max_attempts,
+            probes,
+            canary_prefix: self.canary_prefix,
+        })
+    }
+}
+
+/// Names used as label values and in canary keys: short, printable, no separators we rely on.
+fn check_label_value(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() || value.len() > 64 {
+        return Err(invalid(key, "must be 1 to 64 characters"));
+    }
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(invalid(
+            key,
+            format!("`{value}` may contain only letters, digits, `-`, `_` and `.`"),
+        ));
+    }
+    Ok(())
+}
+
+/// DynamoDB's own rule for table names: 3 to 255 of `[a-zA-Z0-9_.-]`.
+fn check_table_name(key: &str, value: &str) -> Result<(), ConfigError> {
+    if !(3..=255).contains(&value.len())
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(invalid(
+            key,
+            format!("`{value}` is not a DynamoDB table name (3 to 255 of letters, digits, `_`, `-`, `.`)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` (one number and one unit).
+pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| invalid(key, format!("`{text}` has no unit (use ms, s, m or h)")))?;
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| invalid(key, format!("`{text}` does not start with a whole number")))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(invalid(
+                key,
+                format!("`{text}` has unknown unit `{unit}` (use ms, s, m or h)"),
+            ))
+        }
+    };
+    if d.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Formats a duration the way the config writes it.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::fmt_duration(*d))
+    }
+}
+
+impl fmt::Display for ProbeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [
+            (self.read, "read"),
+            (self.write, "write"),
+            (self.replication, "replication"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [prober]
+        id = "vantage-a"
+        interval = "1s"
+        attempt_timeout = "300ms"
+        timeout = "800ms"
+
+        [[region]]
+        name = "us-west-2"
+        priority = 2
+
+        [[region]]
+        name = "us-east-1"
+        endpoint = "http://127.0.0.1:8000"
+        priority = 1
+
+        [[table]]
+        name = "wordpress_posts"
+    "#;
+
+    fn err_of(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_config_fills_defaults_and_orders_regions_by_priority() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.regions[0].name, "us-east-1");
+        assert_eq!(c.regions[1].name, "us-west-2");
+        assert_eq!(c.prober.interval, Duration::from_secs(1));
+        assert_eq!(c.prober.max_attempts, 2);
+        assert!(c.prober.probes.read && c.prober.probes.write && c.prober.probes.replication);
+        assert_eq!(c.tables[0].key_attribute, "pk");
+        assert_eq!(c.exporter.listen.to_string(), "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn an_unknown_key_is_rejected_by_name() {
+        let e = err_of(&GOOD.replace("interval = \"1s\"", "interval = \"1s\"\nintervall = 3"));
+        assert!(e.contains("intervall"), "{e}");
+    }
+
+    #[test]
+    fn a_timeout_longer_than_the_interval_is_rejected() {
+        let e = err_of(&GOOD.replace("timeout = \"800ms\"", "timeout = \"2s\""));
+        assert!(e.contains("`prober.timeout`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_priorities_are_rejected() {
+        let e = err_of(&GOOD.replace("priority = 2", "priority = 1"));
+        assert!(e.contains("region[1].priority"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_rejected() {
+        let e = err_of(&GOOD.replace("http://127.0.0.1:8000", "127.0.0.1:8000"));
+        assert!(e.contains("region[1].endpoint"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_its_key() {
+        let e = err_of(&GOOD.replace("\"300ms\"", "\"300\""));
+        assert!(e.contains("prober.attempt_timeout") && e.contains("unit"), "{e}");
+        let e = err_of(&GOOD.replace("\"300ms\"", "\"3 fortnights\""));
+        assert!(e.contains("prober.attempt_timeout"), "{e}");
+    }
+
+    #[test]
+    fn replication_without_write_is_rejected() {
+        let e = err_of(&GOOD.replace(
+            "timeout = \"800ms\"",
+            "timeout = \"800ms\"\nprobes = [\"read\", \"replication\"]",
+        ));
+        assert!(e.contains("prober.probes"), "{e}");
+    }
+
+    #[test]
+    fn a_label_unsafe_prober_id_is_rejected() {
+        let e = err_of(&GOOD.replace("vantage-a", "vantage a\""));
+        assert!(e.contains("prober.id") || e.contains("TOML"), "{e}");
+        let e = err_of(&GOOD.replace("vantage-a", "vantage#a"));
+        assert!(e.contains("prober.id"), "{e}");
+    }
+
+    #[test]
+    fn durations_round_trip_through_their_text_form() {
+        for t in ["250ms", "1s", "90s", "2m", "1h", "1500ms"] {
+            let d = parse_duration("k", t).unwrap();
+            assert_eq!(parse_duration("k", &fmt_duration(d)).unwrap(), d);
+        }
+        assert!(parse_duration("k", "0s").is_err());
+    }
+}

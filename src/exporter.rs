@@ -1,0 +1,69 @@
+//! The exporter role: builds one client per region, starts the probe loops and serves their
+//! metrics until shutdown.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{exporter_router, ExporterState};
+use crate::metrics::{register_common, ProbeMetrics};
+use crate::probe::{client, scheduler, Operation};
+use crate::shutdown::Shutdown;
+
+/// Runs the exporter on `listener` until `shutdown` fires. `shared` carries the AWS credentials
+/// (from [`client::load_shared`] in production, static ones in tests).
+pub async fn run(
+    config: Config,
+    shared: aws_config::SdkConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    register_common(&registry).context("registering build and process metrics")?;
+    let mut operations = Vec::new();
+    let p = config.prober.probes;
+    if p.read {
+        operations.push(Operation::Read);
+    }
+    if p.write {
+        operations.push(Operation::Write);
+    }
+    if p.replication && config.regions.len() > 1 {
+        operations.push(Operation::Replication);
+    }
+    let regions: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
+    let tables: Vec<String> = config.tables.iter().map(|t| t.name.clone()).collect();
+    let metrics = ProbeMetrics::register(&registry, &config.prober.id, &regions, &tables, &operations)
+        .context("registering probe metrics")?;
+
+    let clients: HashMap<String, aws_sdk_dynamodb::Client> = config
+        .regions
+        .iter()
+        .map(|r| (r.name.clone(), client::build(&shared, r, &config.prober)))
+        .collect();
+    let (tasks, health) = scheduler::spawn(&config, &clients, metrics, shutdown.clone());
+    tracing::info!(
+        prober = %config.prober.id,
+        listen = %listener.local_addr()?,
+        regions = regions.len(),
+        tables = tables.len(),
+        probes = %config.prober.probes,
+        interval = %crate::config::fmt_duration(config.prober.interval),
+        "exporter started"
+    );
+
+    let app = exporter_router(ExporterState { registry, health });
+    let mut stop = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.wait().await })
+        .await
+        .context("serving HTTP")?;
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("exporter stopped");
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Builds one DynamoDB client per region, once. Clients are shared by every table's probes so
+//! connections are reused where the endpoint allows it; nothing is rebuilt per probe.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::config::Region;
+use aws_sdk_dynamodb::Client;
+
+use crate::config::{ProberConfig, RegionConfig};
+
+/// Loads the shared AWS configuration (credentials from the standard chain: environment, shared
+/// files, web identity, container and instance metadata).
+pub async fn load_shared() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// A client for one region with explicit timeouts and a short retry backoff. Without an explicit
+/// operation timeout the SDK waits forever on a server that accepts and never answers.
+pub fn build(shared: &aws_config::SdkConfig, region: &RegionConfig, prober: &ProberConfig) -> Client {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(prober.attempt_timeout)
+        .operation_attempt_timeout(prober.attempt_timeout)
+        .operation_timeout(prober.timeout)
+        .build();
+    let retry = RetryConfig::standard()
+        .with_max_attempts(prober.max_attempts)
+        .with_initial_backoff(Duration::from_millis(25))
+        .with_max_backoff(Duration::from_millis(250));
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(shared)
+        .region(Region::new(region.name.clone()))
+        .timeout_config(timeouts)
+        .retry_config(retry);
+    if let Some(endpoint) = &region.endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Client::from_conf(builder.build())
+}

@@ -1,0 +1,248 @@
+//! Runs every region x table pair on its own fixed-rate schedule. Each pair's start is offset by a
+//! random phase within the interval (jitter), so probes of many tables do not all leave at once.
+//! Pairs run in separate tasks: a slow or dead region never delays another's probes. A round is
+//! bounded by the probe timeout, which config keeps within the interval; a round that still
+//! overruns its slot makes the next slots count as missed, and they are exported as such.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+
+use super::replication::TableLedgers;
+use super::write::Sequence;
+use super::{read, replication, write, Operation, ProbeResult, Target};
+use crate::config::Config;
+use crate::metrics::ProbeMetrics;
+use crate::shutdown::Shutdown;
+
+/// Extra time past the configured overall timeout before the scheduler cuts a probe off itself;
+/// the SDK's own operation timeout normally fires first.
+const CUTOFF_MARGIN: Duration = Duration::from_millis(100);
+
+/// When each probe loop last finished a round, for `/healthz`.
+#[derive(Debug)]
+pub struct LoopHealth {
+    started: Instant,
+    last_round_ms: Vec<AtomicU64>,
+    stale_after: Duration,
+}
+
+impl LoopHealth {
+    fn new(loops: usize, interval: Duration, timeout: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            last_round_ms: (0..loops).map(|_| AtomicU64::new(0)).collect(),
+            stale_after: interval * 2 + timeout + Duration::from_secs(1),
+        }
+    }
+
+    fn mark(&self, i: usize) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_round_ms[i].store(ms, Ordering::Relaxed);
+    }
+
+    /// Number of loops that have not finished a round recently (0 = healthy).
+    pub fn stale_loops(&self) -> usize {
+        let now = self.started.elapsed().as_millis() as u64;
+        let limit = self.stale_after.as_millis() as u64;
+        self.last_round_ms
+            .iter()
+            .filter(|t| now.saturating_sub(t.load(Ordering::Relaxed)) > limit)
+            .count()
+    }
+
+    pub fn loops(&self) -> usize {
+        self.last_round_ms.len()
+    }
+}
+
+/// Starts one task per region x table. They stop when `shutdown` fires.
+pub fn spawn(
+    config: &Config,
+    clients: &HashMap<String, aws_sdk_dynamodb::Client>,
+    metrics: ProbeMetrics,
+    shutdown: Shutdown,
+) -> (Vec<JoinHandle<()>>, Arc<LoopHealth>) {
+    let p = &config.prober;
+    let pairs: Vec<(String, crate::config::TableConfig)> = config
+        .regions
+        .iter()
+        .flat_map(|r| config.tables.iter().map(|t| (r.name.clone(), t.clone())))
+        .collect();
+    let health = Arc::new(LoopHealth::new(pairs.len(), p.interval, p.timeout));
+    let ledgers: HashMap<String, Arc<TableLedgers>> = config
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), Arc::new(TableLedgers::default())))
+        .collect();
+    let mut handles = Vec::with_capacity(pairs.len());
+    for (i, (region, table)) in pairs.into_iter().enumerate() {
+        let sources: Vec<String> = config
+            .regions
+            .iter()
+            .filter(|r| r.name != region)
+            .map(|r| r.name.clone())
+            .collect();
+        let task = PairLoop {
+            index: i,
+            target: Target {
+                client: clients[&region].clone(),
+                region,
+                table: table.clone(),
+            },
+            sources,
+            prober: p.id.clone(),
+            prefix: p.canary_prefix.clone(),
+            probes: p.probes,
+            interval: p.interval,
+            cutoff: p.timeout + CUTOFF_MARGIN,
+            ledgers: ledgers[&table.name].clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            last: HashMap::new(),
+            sequence: Sequence::default(),
+        };
+        handles.push(tokio::spawn(task.run(shutdown.clone())));
+    }
+    (handles, health)
+}
+
+struct PairLoop {
+    index: usize,
+    target: Target,
+    sources: Vec<String>,
+    prober: String,
+    prefix: String,
+    probes: crate::config::ProbeSet,
+    interval: Duration,
+    cutoff: Duration,
+    ledgers: Arc<TableLedgers>,
+    metrics: ProbeMetrics,
+    health: Arc<LoopHealth>,
+    /// Last result per operation, to log changes rather than every failure.
+    last: HashMap<Operation, ProbeResult>,
+    sequence: Sequence,
+}
+
+impl PairLoop {
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let phase = rand::rng().random_range(0..self.interval.as_millis().max(1) as u64);
+        let mut next = Instant::now() + Duration::from_millis(phase);
+        loop {
+            tokio::select! {
+                _ = sleep_until(next) => {}
+                _ = shutdown.wait() => return,
+            }
+            // A wake-up later than a whole interval means slots went by unprobed.
+            next += self.interval;
+            let now = Instant::now();
+            while next <= now {
+                self.metrics
+                    .slot_missed(&self.target.region, &self.target.table.name);
+                next += self.interval;
+            }
+            tokio::select! {
+                _ = self.round() => {}
+                _ = shutdown.wait() => return,
+            }
+            self.health.mark(self.index);
+            let now = Instant::now();
+            while next <= now {
+                self.metrics
+                    .slot_missed(&self.target.region, &self.target.table.name);
+                next += self.interval;
+            }
+        }
+    }
+
+    async fn round(&mut self) {
+        let seq = self.sequence.next(crate::clock::unix_micros());
+        let t = &self.target;
+        let read_fut = async {
+            if self.probes.read {
+                Some(timed(self.cutoff, async { read::probe(t).await }).await)
+            } else {
+                None
+            }
+        };
+        let write_fut = async {
+            if self.probes.write {
+                let r = timed(self.cutoff, write::probe(t, &self.prefix, &self.prober, seq)).await;
+                Some((r, Instant::now()))
+            } else {
+                None
+            }
+        };
+        let repl_fut = async {
+            if self.probes.replication && !self.sources.is_empty() {
+                let mut seen = Vec::new();
+                let (res, secs) = timed(self.cutoff, async {
+                    match replication::probe(t, &self.prefix, &self.prober, &self.sources).await {
+                        Ok(s) => {
+                            seen = s;
+                            ProbeResult::Success
+                        }
+                        Err(r) => r,
+                    }
+                })
+                .await;
+                Some((res, secs, seen, Instant::now()))
+            } else {
+                None
+            }
+        };
+        let (read_out, write_out, repl_out) = tokio::join!(read_fut, write_fut, repl_fut);
+
+        if let Some((res, secs)) = read_out {
+            self.record(Operation::Read, res, secs);
+        }
+        if let Some(((res, secs), acked_at)) = write_out {
+            if res == ProbeResult::Success {
+                self.ledgers.acknowledged(&self.target.region, seq, acked_at);
+            }
+            self.record(Operation::Write, res, secs);
+        }
+        if let Some((res, secs, seen, at)) = repl_out {
+            for (source, seq) in seen {
+                let lag = self.ledgers.lag(&source, &self.target.region, seq, at);
+                self.metrics.set_lag(
+                    &self.target.table.name,
+                    &source,
+                    &self.target.region,
+                    lag.as_secs_f64(),
+                );
+            }
+            self.record(Operation::Replication, res, secs);
+        }
+    }
+
+    fn record(&mut self, op: Operation, res: ProbeResult, secs: f64) {
+        let t = &self.target;
+        self.metrics.observe(&t.region, &t.table.name, op, res, secs);
+        let before = self.last.insert(op, res);
+        if before != Some(res) {
+            if res == ProbeResult::Success {
+                tracing::info!(region = %t.region, table = %t.table.name, operation = op.as_str(),
+                    seconds = secs, "probe succeeding");
+            } else {
+                tracing::warn!(region = %t.region, table = %t.table.name, operation = op.as_str(),
+                    result = res.as_str(), seconds = secs, "probe failing");
+            }
+        }
+    }
+}
+
+/// Runs a probe with a hard cut-off and answers its result and duration in seconds.
+async fn timed(cutoff: Duration, fut: impl Future<Output = ProbeResult>) -> (ProbeResult, f64) {
+    let start = Instant::now();
+    let res = tokio::time::timeout(cutoff, fut)
+        .await
+        .unwrap_or(ProbeResult::Timeout);
+    (res, start.elapsed().as_secs_f64())
+}
