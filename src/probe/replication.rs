@@ -19,7 +19,7 @@ use super::{canary_key, classify, ProbeResult, Target};
 const LEDGER_CAP: usize = 4096;
 
 /// Acknowledged canary writes of one table to one source region, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
     writes: VecDeque<(u64, Instant)>,
     /// Highest sequence each target region has shown, to know what can be forgotten.
@@ -27,6 +27,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// A ledger whose writes are kept until every one of `targets` has shown them.
+    pub fn new(targets: &[String]) -> Self {
+        Self {
+            writes: VecDeque::new(),
+            seen: targets.iter().map(|t| (t.clone(), 0)).collect(),
+        }
+    }
+
     pub fn acknowledged(&mut self, seq: u64, at: Instant) {
         self.writes.push_back((seq, at));
         if self.writes.len() > LEDGER_CAP {
@@ -36,7 +44,9 @@ impl Ledger {
 
     /// Records that `target` shows `seen_seq` and answers the lag at `now`.
     pub fn lag(&mut self, target: &str, seen_seq: u64, now: Instant) -> std::time::Duration {
-        let entry = self.seen.entry(target.to_string()).or_default();
+        let Some(entry) = self.seen.get_mut(target) else {
+            return std::time::Duration::ZERO;
+        };
         *entry = (*entry).max(seen_seq);
         let seen = *entry;
         let lag = self
@@ -45,35 +55,49 @@ impl Ledger {
             .find(|(seq, _)| *seq > seen)
             .map(|(_, at)| now.saturating_duration_since(*at))
             .unwrap_or_default();
-        // Forget writes every known target has shown.
-        if let Some(min_seen) = self.seen.values().min().copied() {
-            while matches!(self.writes.front(), Some((seq, _)) if *seq <= min_seen) {
-                self.writes.pop_front();
-            }
+        // Forget writes every target has shown.
+        let min_seen = self.seen.values().min().copied().unwrap_or(0);
+        while matches!(self.writes.front(), Some((seq, _)) if *seq <= min_seen) {
+            self.writes.pop_front();
         }
         lag
     }
 }
 
 /// Ledgers of one table, one per source region.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TableLedgers {
     by_source: Mutex<HashMap<String, Ledger>>,
 }
 
 impl TableLedgers {
-    pub fn acknowledged(&self, source: &str, seq: u64, at: Instant) {
-        let mut map = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(source.to_string())
-            .or_default()
-            .acknowledged(seq, at);
+    /// One ledger per region as a source, with every other region as its targets.
+    pub fn new(regions: &[String]) -> Self {
+        let by_source = regions
+            .iter()
+            .map(|s| {
+                let targets: Vec<String> = regions.iter().filter(|t| *t != s).cloned().collect();
+                (s.clone(), Ledger::new(&targets))
+            })
+            .collect();
+        Self {
+            by_source: Mutex::new(by_source),
+        }
     }
 
+    pub fn acknowledged(&self, source: &str, seq: u64, at: Instant) {
+        let mut map = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.get_mut(source) {
+            l.acknowledged(seq, at);
+        }
+    }
+
+    /// The lag of `target` behind `source`, given the sequence number `target` shows.
     pub fn lag(&self, source: &str, target: &str, seen: u64, now: Instant) -> std::time::Duration {
         let mut map = self.by_source.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(source.to_string())
-            .or_default()
-            .lag(target, seen, now)
+        map.get_mut(source)
+            .map(|l| l.lag(target, seen, now))
+            .unwrap_or_default()
     }
 }
 
@@ -140,7 +164,7 @@ mod tests {
     #[test]
     fn lag_is_the_age_of_the_oldest_unseen_write_and_zero_when_caught_up() {
         let t0 = Instant::now();
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(&["b".into()]);
         l.acknowledged(10, t0);
         l.acknowledged(20, t0 + Duration::from_secs(1));
         l.acknowledged(30, t0 + Duration::from_secs(2));
@@ -153,7 +177,7 @@ mod tests {
     #[test]
     fn a_target_never_goes_back_and_seen_writes_are_forgotten() {
         let t0 = Instant::now();
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(&["b".into()]);
         l.acknowledged(10, t0);
         l.acknowledged(20, t0 + Duration::from_secs(1));
         let now = t0 + Duration::from_secs(3);
@@ -166,7 +190,7 @@ mod tests {
     #[test]
     fn writes_are_kept_until_every_target_has_seen_them() {
         let t0 = Instant::now();
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(&["b".into(), "c".into()]);
         l.acknowledged(10, t0);
         let now = t0 + Duration::from_secs(2);
         assert_eq!(l.lag("b", 10, now), Duration::ZERO);
@@ -177,7 +201,7 @@ mod tests {
     #[test]
     fn the_ledger_is_bounded() {
         let t0 = Instant::now();
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(&["b".into()]);
         for i in 0..(LEDGER_CAP as u64 + 10) {
             l.acknowledged(i + 1, t0);
         }

@@ -76,10 +76,11 @@ pub fn spawn(
         .flat_map(|r| config.tables.iter().map(|t| (r.name.clone(), t.clone())))
         .collect();
     let health = Arc::new(LoopHealth::new(pairs.len(), p.interval, p.timeout));
+    let region_names: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
     let ledgers: HashMap<String, Arc<TableLedgers>> = config
         .tables
         .iter()
-        .map(|t| (t.name.clone(), Arc::new(TableLedgers::default())))
+        .map(|t| (t.name.clone(), Arc::new(TableLedgers::new(&region_names))))
         .collect();
     let mut handles = Vec::with_capacity(pairs.len());
     for (i, (region, table)) in pairs.into_iter().enumerate() {

@@ -1,0 +1,267 @@
+//! Test harness: real moto servers standing in for DynamoDB regions, the exporter spawned on
+//! port 0, a blackhole endpoint, and polling with deadlines instead of sleeps.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_dynamodb::Client;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use dynamo_failover::config::Config;
+use dynamo_failover::shutdown::{self, ShutdownTrigger};
+
+/// The moto server binary: `MOTO_SERVER`, or the venv `scripts/test` creates.
+pub fn moto_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/moto_server");
+    assert!(
+        p.exists(),
+        "moto_server not found at {}: run the tests through scripts/test, which installs it",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port (bound and released; the small race is acceptable for tests).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Polls `cond` every 50 ms until it is true or `limit` passes; panics with `what` on timeout.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One moto server: one stand-in region.
+pub struct Moto {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(moto_bin())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start moto_server");
+        let m = Moto {
+            port,
+            child: Some(child),
+        };
+        let url = format!("{}/moto-api/", m.endpoint());
+        let http = reqwest::Client::new();
+        wait_until(Duration::from_secs(30), "moto to answer", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.is_ok() }
+        })
+        .await;
+        m
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (the region goes dark: connections are refused).
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// Static test credentials and no instance-metadata look-ups.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .region(Region::new("us-east-1"))
+        .load()
+        .await
+}
+
+/// A plain client for the test's own setup and replication copies.
+pub async fn client(region: &str, endpoint: &str) -> Client {
+    let shared = sdk_config().await;
+    let conf = aws_sdk_dynamodb::config::Builder::from(&shared)
+        .region(Region::new(region.to_string()))
+        .endpoint_url(endpoint)
+        .build();
+    Client::from_conf(conf)
+}
+
+/// Creates `table` (partition key `pk`, type S) and, if `health_item`, the health item.
+pub async fn create_table(c: &Client, table: &str, health_item: bool) {
+    c.create_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+    if health_item {
+        c.put_item()
+            .table_name(table)
+            .item("pk", AttributeValue::S("dynamo-failover-health".into()))
+            .item("note", AttributeValue::S("read by the probes".into()))
+            .send()
+            .await
+            .expect("put health item");
+    }
+}
+
+/// A TCP endpoint that accepts connections and never answers.
+pub async fn blackhole() -> (String, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (format!("http://{addr}"), h)
+}
+
+/// A running exporter, stopped when dropped.
+pub struct Exporter {
+    pub addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    http: reqwest::Client,
+}
+
+impl Exporter {
+    pub async fn spawn(config_text: &str) -> Exporter {
+        let config = Config::parse(config_text).expect("test config is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, stop) = shutdown::channel();
+        let shared = sdk_config().await;
+        tokio::spawn(dynamo_failover::exporter::run(config, shared, listener, stop));
+        Exporter {
+            addr,
+            trigger,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn scrape(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The value of the sample `name` whose labels include all of `labels`.
+    pub async fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        sample(&self.scrape().await, name, labels)
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.trigger.fire();
+    }
+}
+
+/// Finds a sample in Prometheus text format by name and a subset of its labels.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let have: HashMap<&str, &str> = label_text
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// Config text for an exporter probing `regions` (name, endpoint) and `tables` fast.
+pub fn exporter_config(prober: &str, regions: &[(&str, &str)], tables: &[&str]) -> String {
+    let mut s = format!(
+        "[prober]\nid = \"{prober}\"\ninterval = \"300ms\"\nattempt_timeout = \"200ms\"\ntimeout = \"250ms\"\n\n"
+    );
+    for (i, (name, ep)) in regions.iter().enumerate() {
+        s += &format!(
+            "[[region]]\nname = \"{name}\"\nendpoint = \"{ep}\"\npriority = {}\n\n",
+            i + 1
+        );
+    }
+    for t in tables {
+        s += &format!("[[table]]\nname = \"{t}\"\n\n");
+    }
+    s
+}

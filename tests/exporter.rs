@@ -1,0 +1,337 @@
+//! The exporter against real moto servers, scraped over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::*;
+
+const T: &str = "wordpress_posts";
+
+fn labels<'a>(prober: &'a str, region: &'a str, op: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("prober", prober),
+        ("region", region),
+        ("table", T),
+        ("operation", op),
+    ]
+}
+
+async fn two_regions() -> (Moto, Moto) {
+    let (a, b) = tokio::join!(Moto::start(), Moto::start());
+    for (m, r) in [(&a, "us-east-1"), (&b, "us-west-2")] {
+        create_table(&client(r, &m.endpoint()).await, T, true).await;
+    }
+    (a, b)
+}
+
+async fn wait_success(e: &Exporter, prober: &str, region: &str, op: &str) {
+    let l = labels(prober, region, op);
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{region} {op} probe to succeed"),
+        || async { e.value("dynamodb_probe_success", &l).await == Some(1.0) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn probes_of_healthy_regions_publish_success_with_the_right_labels() {
+    let (a, b) = two_regions().await;
+    let e = Exporter::spawn(&exporter_config(
+        "vantage-a",
+        &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
+        &[T],
+    ))
+    .await;
+    for r in ["us-east-1", "us-west-2"] {
+        for op in ["read", "write", "replication"] {
+            wait_success(&e, "vantage-a", r, op).await;
+        }
+    }
+    let text = e.scrape().await;
+    let ok = [
+        ("prober", "vantage-a"),
+        ("region", "us-east-1"),
+        ("table", T),
+        ("operation", "read"),
+        ("result", "success"),
+    ];
+    assert!(sample(&text, "dynamodb_probe_total", &ok).unwrap() >= 1.0);
+    let failed = [
+        ("region", "us-east-1"),
+        ("operation", "read"),
+        ("result", "connect_error"),
+    ];
+    assert_eq!(sample(&text, "dynamodb_probe_total", &failed), Some(0.0));
+    let count = sample(
+        &text,
+        "dynamodb_probe_duration_seconds_count",
+        &labels("vantage-a", "us-east-1", "read"),
+    )
+    .unwrap();
+    assert!(count >= 1.0);
+    let last = sample(
+        &text,
+        "dynamodb_probe_last_success_timestamp_seconds",
+        &labels("vantage-a", "us-west-2", "write"),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last).abs() < 30.0, "last success {last} vs now {now}");
+    assert_eq!(sample(&text, "dynamo_failover_build_info", &[]), Some(1.0));
+    assert!(sample(&text, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    assert!(sample(&text, "process_cpu_seconds_total", &[]).is_some());
+    assert_eq!(
+        sample(
+            &text,
+            "dynamodb_probe_slots_missed_total",
+            &[("region", "us-east-1"), ("table", T)]
+        ),
+        Some(0.0)
+    );
+    let h = e.get("/healthz").await;
+    assert_eq!(h.status(), 200);
+}
+
+#[tokio::test]
+async fn a_stopped_region_fails_with_connect_errors_while_the_other_keeps_its_rate() {
+    let (mut a, b) = two_regions().await;
+    let e = Exporter::spawn(&exporter_config(
+        "vantage-a",
+        &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
+        &[T],
+    ))
+    .await;
+    wait_success(&e, "vantage-a", "us-east-1", "read").await;
+    wait_success(&e, "vantage-a", "us-west-2", "read").await;
+
+    a.stop().await;
+    let east_refused = [
+        ("region", "us-east-1"),
+        ("operation", "read"),
+        ("result", "connect_error"),
+    ];
+    wait_until(Duration::from_secs(10), "east read to fail", || async {
+        let t = e.scrape().await;
+        sample(&t, "dynamodb_probe_success", &labels("vantage-a", "us-east-1", "read")) == Some(0.0)
+            && sample(&t, "dynamodb_probe_total", &east_refused).unwrap_or(0.0) >= 2.0
+    })
+    .await;
+    let text = e.scrape().await;
+    assert_eq!(
+        sample(&text, "dynamodb_probe_success", &labels("vantage-a", "us-east-1", "write")),
+        Some(0.0)
+    );
+
+    // West keeps its schedule: about one probe per 300 ms interval over a 3 s window.
+    let west_ok = [
+        ("region", "us-west-2"),
+        ("operation", "read"),
+        ("result", "success"),
+    ];
+    let before = e.value("dynamodb_probe_total", &west_ok).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // a measurement window, not synchronisation
+    let text = e.scrape().await;
+    let after = sample(&text, "dynamodb_probe_total", &west_ok).unwrap();
+    assert!(
+        after - before >= 8.0,
+        "west ran {} successful reads in 3 s at a 300 ms interval",
+        after - before
+    );
+    assert_eq!(
+        sample(&text, "dynamodb_probe_success", &labels("vantage-a", "us-west-2", "read")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "dynamodb_probe_slots_missed_total",
+            &[("region", "us-west-2")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_blackholed_endpoint_fails_as_timeout_within_the_configured_bound() {
+    let a = Moto::start().await;
+    create_table(&client("us-east-1", &a.endpoint()).await, T, true).await;
+    let (hole, _h) = blackhole().await;
+    let e = Exporter::spawn(&exporter_config(
+        "vantage-a",
+        &[("us-east-1", &a.endpoint()), ("eu-west-1", &hole)],
+        &[T],
+    ))
+    .await;
+    let timeouts = [
+        ("region", "eu-west-1"),
+        ("operation", "read"),
+        ("result", "timeout"),
+    ];
+    wait_until(Duration::from_secs(10), "void reads to time out", || async {
+        e.value("dynamodb_probe_total", &timeouts).await.unwrap_or(0.0) >= 3.0
+    })
+    .await;
+    let text = e.scrape().await;
+    // Configured overall timeout is 250 ms: every probe of the blackhole ended within 500 ms.
+    let l = labels("vantage-a", "eu-west-1", "read");
+    let count = sample(&text, "dynamodb_probe_duration_seconds_count", &l).unwrap();
+    let mut within = l.to_vec();
+    within.push(("le", "0.5"));
+    let fast = sample(&text, "dynamodb_probe_duration_seconds_bucket", &within).unwrap();
+    assert_eq!(fast, count, "some blackhole probes took longer than 500 ms");
+    let mut too_fast = l.to_vec();
+    too_fast.push(("le", "0.1"));
+    assert_eq!(
+        sample(&text, "dynamodb_probe_duration_seconds_bucket", &too_fast),
+        Some(0.0),
+        "a blackhole probe ended before the timeout could have fired"
+    );
+    assert_eq!(
+        sample(&text, "dynamodb_probe_success", &labels("vantage-a", "us-east-1", "read")),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_health_item_and_a_refused_write_are_told_apart() {
+    let (a, b) = tokio::join!(Moto::start(), Moto::start());
+    // east: no health item. west: a newer canary of this prober id already stored.
+    create_table(&client("us-east-1", &a.endpoint()).await, T, false).await;
+    let west = client("us-west-2", &b.endpoint()).await;
+    create_table(&west, T, true).await;
+    west.put_item()
+        .table_name(T)
+        .item(
+            "pk",
+            AttributeValue::S("dynamo-failover-canary#vantage-a#us-west-2".into()),
+        )
+        .item("canary_seq", AttributeValue::N(u64::MAX.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let e = Exporter::spawn(&exporter_config(
+        "vantage-a",
+        &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
+        &[T],
+    ))
+    .await;
+    let missing = [
+        ("region", "us-east-1"),
+        ("operation", "read"),
+        ("result", "missing_item"),
+    ];
+    let refused = [
+        ("region", "us-west-2"),
+        ("operation", "write"),
+        ("result", "condition_failed"),
+    ];
+    wait_until(Duration::from_secs(20), "both failures to show", || async {
+        let t = e.scrape().await;
+        sample(&t, "dynamodb_probe_total", &missing).unwrap_or(0.0) >= 1.0
+            && sample(&t, "dynamodb_probe_total", &refused).unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    wait_success(&e, "vantage-a", "us-east-1", "write").await;
+    wait_success(&e, "vantage-a", "us-west-2", "read").await;
+    let t = e.scrape().await;
+    assert_eq!(
+        sample(&t, "dynamodb_probe_success", &labels("vantage-a", "us-east-1", "read")),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&t, "dynamodb_probe_success", &labels("vantage-a", "us-west-2", "write")),
+        Some(0.0)
+    );
+    let cross = [
+        ("region", "us-east-1"),
+        ("operation", "read"),
+        ("result", "condition_failed"),
+    ];
+    assert_eq!(sample(&t, "dynamodb_probe_total", &cross), Some(0.0));
+}
+
+/// Copies this prober's east canary into west, as global-table replication would.
+async fn replicate(from: &aws_sdk_dynamodb::Client, to: &aws_sdk_dynamodb::Client) -> bool {
+    let key = "dynamo-failover-canary#vantage-a#us-east-1";
+    let got = from
+        .get_item()
+        .table_name(T)
+        .key("pk", AttributeValue::S(key.into()))
+        .consistent_read(true)
+        .send()
+        .await;
+    match got.ok().and_then(|o| o.item) {
+        Some(item) => to
+            .put_item()
+            .table_name(T)
+            .set_item(Some(item))
+            .send()
+            .await
+            .is_ok(),
+        None => false,
+    }
+}
+
+#[tokio::test]
+async fn replication_lag_follows_the_copies_the_test_makes() {
+    let (a, b) = two_regions().await;
+    let east = client("us-east-1", &a.endpoint()).await;
+    let west = client("us-west-2", &b.endpoint()).await;
+    let e = Exporter::spawn(&exporter_config(
+        "vantage-a",
+        &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
+        &[T],
+    ))
+    .await;
+    let lag = [
+        ("prober", "vantage-a"),
+        ("table", T),
+        ("source_region", "us-east-1"),
+        ("target_region", "us-west-2"),
+    ];
+    // Nothing replicates: west falls further and further behind east.
+    wait_until(Duration::from_secs(20), "lag to pass 1.5 s", || async {
+        e.value("dynamodb_replication_lag_seconds", &lag).await.unwrap_or(0.0) > 1.5
+    })
+    .await;
+
+    // Replication resumes with a short delay: the lag falls back under one interval or two.
+    let copier = tokio::spawn({
+        let (east, west) = (east.clone(), west.clone());
+        async move {
+            loop {
+                replicate(&east, &west).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    wait_until(Duration::from_secs(10), "lag to fall under 0.7 s", || async {
+        e.value("dynamodb_replication_lag_seconds", &lag).await.unwrap_or(99.0) < 0.7
+    })
+    .await;
+    // It stays low while copies keep coming.
+    for _ in 0..10 {
+        let v = e.value("dynamodb_replication_lag_seconds", &lag).await.unwrap();
+        assert!(v < 1.0, "lag {v} while replicating");
+        tokio::time::sleep(Duration::from_millis(150)).await; // sampling cadence
+    }
+    copier.abort();
+    // And rises again once they stop.
+    wait_until(Duration::from_secs(10), "lag to rise past 1.5 s again", || async {
+        e.value("dynamodb_replication_lag_seconds", &lag).await.unwrap_or(0.0) > 1.5
+    })
+    .await;
+    // The other direction was never copied by anyone and reports its own, separate lag.
+    let reverse = [
+        ("source_region", "us-west-2"),
+        ("target_region", "us-east-1"),
+        ("table", T),
+    ];
+    assert!(e.value("dynamodb_replication_lag_seconds", &reverse).await.unwrap() > 1.0);
+}
