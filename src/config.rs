@@ -553,7 +553,10 @@ mod tests {
     #[test]
     fn a_bad_duration_names_its_key() {
         let e = err_of(&GOOD.replace("\"300ms\"", "\"300\""));
-        assert!(e.contains("prober.attempt_timeout") && e.contains("unit"), "{e}");
+        assert!(
+            e.contains("prober.attempt_timeout") && e.contains("unit"),
+            "{e}"
+        );
         let e = err_of(&GOOD.replace("\"300ms\"", "\"3 fortnights\""));
         assert!(e.contains("prober.attempt_timeout"), "{e}");
     }
@@ -582,5 +585,25 @@ mod tests {
             assert_eq!(parse_duration("k", &fmt_duration(d)).unwrap(), d);
         }
         assert!(parse_duration("k", "0s").is_err());
+    }
+}
+
+#[cfg(test)]
+mod shipped_files {
+    use super::Config;
+
+    #[test]
+    fn the_shipped_example_and_demo_configs_are_valid() {
+        for (name, text) in [
+            (
+                "config/example.toml",
+                include_str!("../config/example.toml"),
+            ),
+            ("config/demo.toml", include_str!("../config/demo.toml")),
+        ] {
+            if let Err(e) = Config::parse(text) {
+                panic!("{name}: {e}");
+            }
+        }
     }
 }

@@ -8,10 +8,19 @@ use dynamo_failover::config::Config;
 use dynamo_failover::shutdown;
 
 #[derive(Parser)]
-#[command(name = "dynamo-failover", version, about = "DynamoDB multi-region probes and failover responder")]
+#[command(
+    name = "dynamo-failover",
+    version,
+    about = "DynamoDB multi-region probes and failover responder"
+)]
 struct Cli {
     /// Path of the TOML config file.
-    #[arg(long, global = true, env = "DYNAMO_FAILOVER_CONFIG", default_value = "/etc/dynamo-failover/config.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "DYNAMO_FAILOVER_CONFIG",
+        default_value = "/etc/dynamo-failover/config.toml"
+    )]
     config: PathBuf,
     /// Log line format on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -65,7 +74,10 @@ fn main() -> ExitCode {
 }
 
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dynamo-failover: cannot start the runtime: {e}");
@@ -116,8 +128,10 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("DYNAMO_FAILOVER_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

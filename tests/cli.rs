@@ -38,7 +38,11 @@ fn check_config_prints_the_effective_settings_with_defaults_filled() {
         .arg(f.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("is valid"), "{text}");
     assert!(text.contains("interval = \"5s\""), "{text}");
@@ -47,7 +51,10 @@ fn check_config_prints_the_effective_settings_with_defaults_filled() {
 
 #[test]
 fn an_unknown_key_stops_every_role_with_the_key_named() {
-    let bad = GOOD.replace("id = \"vantage-a\"", "id = \"vantage-a\"\ninterval_seconds = 5");
+    let bad = GOOD.replace(
+        "id = \"vantage-a\"",
+        "id = \"vantage-a\"\ninterval_seconds = 5",
+    );
     let f = write_config(&bad);
     for role in ["check-config", "exporter", "responder", "serve"] {
         let out = Command::new(BIN)
@@ -72,13 +79,20 @@ fn an_invalid_value_names_its_key_and_the_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("region[1].priority") && err.contains("distinct"), "{err}");
+    assert!(
+        err.contains("region[1].priority") && err.contains("distinct"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_missing_config_file_is_a_clear_error() {
     let out = Command::new(BIN)
-        .args(["check-config", "--config", "/nonexistent/dynamo-failover.toml"])
+        .args([
+            "check-config",
+            "--config",
+            "/nonexistent/dynamo-failover.toml",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

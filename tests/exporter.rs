@@ -82,7 +82,10 @@ async fn probes_of_healthy_regions_publish_success_with_the_right_labels() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert!((now - last).abs() < 30.0, "last success {last} vs now {now}");
+    assert!(
+        (now - last).abs() < 30.0,
+        "last success {last} vs now {now}"
+    );
     assert_eq!(sample(&text, "dynamo_failover_build_info", &[]), Some(1.0));
     assert!(sample(&text, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
     assert!(sample(&text, "process_cpu_seconds_total", &[]).is_some());
@@ -118,13 +121,21 @@ async fn a_stopped_region_fails_with_connect_errors_while_the_other_keeps_its_ra
     ];
     wait_until(Duration::from_secs(10), "east read to fail", || async {
         let t = e.scrape().await;
-        sample(&t, "dynamodb_probe_success", &labels("vantage-a", "us-east-1", "read")) == Some(0.0)
+        sample(
+            &t,
+            "dynamodb_probe_success",
+            &labels("vantage-a", "us-east-1", "read"),
+        ) == Some(0.0)
             && sample(&t, "dynamodb_probe_total", &east_refused).unwrap_or(0.0) >= 2.0
     })
     .await;
     let text = e.scrape().await;
     assert_eq!(
-        sample(&text, "dynamodb_probe_success", &labels("vantage-a", "us-east-1", "write")),
+        sample(
+            &text,
+            "dynamodb_probe_success",
+            &labels("vantage-a", "us-east-1", "write")
+        ),
         Some(0.0)
     );
 
@@ -144,7 +155,11 @@ async fn a_stopped_region_fails_with_connect_errors_while_the_other_keeps_its_ra
         after - before
     );
     assert_eq!(
-        sample(&text, "dynamodb_probe_success", &labels("vantage-a", "us-west-2", "read")),
+        sample(
+            &text,
+            "dynamodb_probe_success",
+            &labels("vantage-a", "us-west-2", "read")
+        ),
         Some(1.0)
     );
     assert_eq!(
@@ -173,9 +188,16 @@ async fn a_blackholed_endpoint_fails_as_timeout_within_the_configured_bound() {
         ("operation", "read"),
         ("result", "timeout"),
     ];
-    wait_until(Duration::from_secs(10), "void reads to time out", || async {
-        e.value("dynamodb_probe_total", &timeouts).await.unwrap_or(0.0) >= 3.0
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "void reads to time out",
+        || async {
+            e.value("dynamodb_probe_total", &timeouts)
+                .await
+                .unwrap_or(0.0)
+                >= 3.0
+        },
+    )
     .await;
     let text = e.scrape().await;
     // Configured overall timeout is 250 ms: every probe of the blackhole ended within 500 ms.
@@ -193,7 +215,11 @@ async fn a_blackholed_endpoint_fails_as_timeout_within_the_configured_bound() {
         "a blackhole probe ended before the timeout could have fired"
     );
     assert_eq!(
-        sample(&text, "dynamodb_probe_success", &labels("vantage-a", "us-east-1", "read")),
+        sample(
+            &text,
+            "dynamodb_probe_success",
+            &labels("vantage-a", "us-east-1", "read")
+        ),
         Some(1.0)
     );
 }
@@ -241,11 +267,19 @@ async fn a_missing_health_item_and_a_refused_write_are_told_apart() {
     wait_success(&e, "vantage-a", "us-west-2", "read").await;
     let t = e.scrape().await;
     assert_eq!(
-        sample(&t, "dynamodb_probe_success", &labels("vantage-a", "us-east-1", "read")),
+        sample(
+            &t,
+            "dynamodb_probe_success",
+            &labels("vantage-a", "us-east-1", "read")
+        ),
         Some(0.0)
     );
     assert_eq!(
-        sample(&t, "dynamodb_probe_success", &labels("vantage-a", "us-west-2", "write")),
+        sample(
+            &t,
+            "dynamodb_probe_success",
+            &labels("vantage-a", "us-west-2", "write")
+        ),
         Some(0.0)
     );
     let cross = [
@@ -297,7 +331,10 @@ async fn replication_lag_follows_the_copies_the_test_makes() {
     ];
     // Nothing replicates: west falls further and further behind east.
     wait_until(Duration::from_secs(20), "lag to pass 1.5 s", || async {
-        e.value("dynamodb_replication_lag_seconds", &lag).await.unwrap_or(0.0) > 1.5
+        e.value("dynamodb_replication_lag_seconds", &lag)
+            .await
+            .unwrap_or(0.0)
+            > 1.5
     })
     .await;
 
@@ -311,21 +348,38 @@ async fn replication_lag_follows_the_copies_the_test_makes() {
             }
         }
     });
-    wait_until(Duration::from_secs(10), "lag to fall under 0.7 s", || async {
-        e.value("dynamodb_replication_lag_seconds", &lag).await.unwrap_or(99.0) < 0.7
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "lag to fall under 0.7 s",
+        || async {
+            e.value("dynamodb_replication_lag_seconds", &lag)
+                .await
+                .unwrap_or(99.0)
+                < 0.7
+        },
+    )
     .await;
     // It stays low while copies keep coming.
     for _ in 0..10 {
-        let v = e.value("dynamodb_replication_lag_seconds", &lag).await.unwrap();
+        let v = e
+            .value("dynamodb_replication_lag_seconds", &lag)
+            .await
+            .unwrap();
         assert!(v < 1.0, "lag {v} while replicating");
         tokio::time::sleep(Duration::from_millis(150)).await; // sampling cadence
     }
     copier.abort();
     // And rises again once they stop.
-    wait_until(Duration::from_secs(10), "lag to rise past 1.5 s again", || async {
-        e.value("dynamodb_replication_lag_seconds", &lag).await.unwrap_or(0.0) > 1.5
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "lag to rise past 1.5 s again",
+        || async {
+            e.value("dynamodb_replication_lag_seconds", &lag)
+                .await
+                .unwrap_or(0.0)
+                > 1.5
+        },
+    )
     .await;
     // The other direction was never copied by anyone and reports its own, separate lag.
     let reverse = [
@@ -333,5 +387,47 @@ async fn replication_lag_follows_the_copies_the_test_makes() {
         ("target_region", "us-east-1"),
         ("table", T),
     ];
-    assert!(e.value("dynamodb_replication_lag_seconds", &reverse).await.unwrap() > 1.0);
+    assert!(
+        e.value("dynamodb_replication_lag_seconds", &reverse)
+            .await
+            .unwrap()
+            > 1.0
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_page_passes_promtool_check_metrics() {
+    let (a, b) = two_regions().await;
+    let e = Exporter::spawn(&exporter_config(
+        "vantage-a",
+        &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
+        &[T],
+    ))
+    .await;
+    wait_success(&e, "vantage-a", "us-west-2", "replication").await;
+    let text = e.scrape().await;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool not found: run the tests through scripts/test, which installs it");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
 }

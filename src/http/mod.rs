@@ -40,7 +40,11 @@ async fn metrics(State(s): State<ExporterState>) -> Response {
 async fn healthz(State(s): State<ExporterState>) -> Response {
     let stale = s.health.stale_loops();
     if stale == 0 {
-        (StatusCode::OK, format!("ok: {} probe loops running\n", s.health.loops())).into_response()
+        (
+            StatusCode::OK,
+            format!("ok: {} probe loops running\n", s.health.loops()),
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

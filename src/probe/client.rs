@@ -19,7 +19,11 @@ pub async fn load_shared() -> aws_config::SdkConfig {
 
 /// A client for one region with explicit timeouts and a short retry backoff. Without an explicit
 /// operation timeout the SDK waits forever on a server that accepts and never answers.
-pub fn build(shared: &aws_config::SdkConfig, region: &RegionConfig, prober: &ProberConfig) -> Client {
+pub fn build(
+    shared: &aws_config::SdkConfig,
+    region: &RegionConfig,
+    prober: &ProberConfig,
+) -> Client {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(prober.attempt_timeout)
         .operation_attempt_timeout(prober.attempt_timeout)

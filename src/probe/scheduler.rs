@@ -174,7 +174,11 @@ impl PairLoop {
         };
         let write_fut = async {
             if self.probes.write {
-                let r = timed(self.cutoff, write::probe(t, &self.prefix, &self.prober, seq)).await;
+                let r = timed(
+                    self.cutoff,
+                    write::probe(t, &self.prefix, &self.prober, seq),
+                )
+                .await;
                 Some((r, Instant::now()))
             } else {
                 None
@@ -205,7 +209,8 @@ impl PairLoop {
         }
         if let Some(((res, secs), acked_at)) = write_out {
             if res == ProbeResult::Success {
-                self.ledgers.acknowledged(&self.target.region, seq, acked_at);
+                self.ledgers
+                    .acknowledged(&self.target.region, seq, acked_at);
             }
             self.record(Operation::Write, res, secs);
         }
@@ -225,7 +230,8 @@ impl PairLoop {
 
     fn record(&mut self, op: Operation, res: ProbeResult, secs: f64) {
         let t = &self.target;
-        self.metrics.observe(&t.region, &t.table.name, op, res, secs);
+        self.metrics
+            .observe(&t.region, &t.table.name, op, res, secs);
         let before = self.last.insert(op, res);
         if before != Some(res) {
             if res == ProbeResult::Success {

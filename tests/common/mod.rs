@@ -181,7 +181,9 @@ impl Exporter {
         let addr = listener.local_addr().unwrap();
         let (trigger, stop) = shutdown::channel();
         let shared = sdk_config().await;
-        tokio::spawn(dynamo_failover::exporter::run(config, shared, listener, stop));
+        tokio::spawn(dynamo_failover::exporter::run(
+            config, shared, listener, stop,
+        ));
         Exporter {
             addr,
             trigger,

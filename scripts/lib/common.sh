@@ -1,0 +1,64 @@
+# Shared by scripts/test and scripts/demo: install what is missing, find the tools.
+# Sourced, not run. Everything lands in the repository's .cache/ or in system packages.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV="$ROOT/.cache/venv"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $* (install it yourself or run as root)"; fi
+}
+
+# Debian packages: Prometheus, Alertmanager (with promtool and amtool), Python with venv.
+ensure_packages() {
+  local need=()
+  command -v prometheus >/dev/null || need+=(prometheus)
+  command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+  command -v python3 >/dev/null || need+=(python3)
+  if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    need+=(python3-venv)
+  fi
+  if [ ${#need[@]} -gt 0 ]; then
+    say "installing Debian packages: ${need[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
+# A Python venv with moto's server (the DynamoDB stand-in) and boto3 (the benchmark baseline).
+ensure_venv() {
+  if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c 'import moto, boto3, flask_cors' 2>/dev/null; then
+    return
+  fi
+  say "creating the Python venv with moto in .cache/venv (about 40 s)"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' boto3
+}
+export MOTO_SERVER="$VENV/bin/moto_server"
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits until a URL answers (any HTTP status), or fails after $2 seconds.
+wait_http() {
+  local url=$1 limit=${2:-30} i=0
+  until "$VENV/bin/python" - "$url" <<'PY' 2>/dev/null
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=1)
+except urllib.error.HTTPError:
+    pass
+PY
+  do
+    i=$((i + 1))
+    [ "$i" -gt $((limit * 5)) ] && return 1
+    sleep 0.2
+  done
+}
