@@ -19,7 +19,9 @@ type Items = Arc<Mutex<HashMap<(String, String), Value>>>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     println!("{}", listener.local_addr().unwrap());
     let items: Items = Arc::default();
@@ -58,7 +60,10 @@ async fn handle(State(items): State<Items>, headers: HeaderMap, body: Bytes) -> 
         }
         "PutItem" => {
             let k = key_of(&json!({"pk": req["Item"]["pk"]}));
-            items.lock().unwrap().insert((table, k), req["Item"].clone());
+            items
+                .lock()
+                .unwrap()
+                .insert((table, k), req["Item"].clone());
             json!({})
         }
         "BatchGetItem" => {

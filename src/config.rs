@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod responder;
+pub use responder::{RegionDigitalOcean, ResponderConfig};
+
 /// A configuration problem, naming the key (dotted path) and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -23,9 +26,11 @@ pub enum ConfigError {
     Parse(String),
     #[error("config key `{key}`: {problem}")]
     Invalid { key: String, problem: String },
+    #[error("config secret {0}")]
+    Secret(String),
 }
 
-fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         problem: problem.into(),
@@ -46,6 +51,8 @@ struct RawConfig {
     regions: Vec<RawRegion>,
     #[serde(default, rename = "table")]
     tables: Vec<RawTable>,
+    #[serde(default)]
+    responder: Option<responder::RawResponder>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +95,8 @@ struct RawRegion {
     #[serde(default)]
     endpoint: Option<String>,
     priority: u32,
+    #[serde(default)]
+    digitalocean: RegionDigitalOcean,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +149,8 @@ pub struct Config {
     /// Sorted by priority, most preferred first.
     pub regions: Vec<RegionConfig>,
     pub tables: Vec<TableConfig>,
+    /// Present when the config can run the responder role.
+    pub responder: Option<ResponderConfig>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,6 +180,7 @@ pub struct RegionConfig {
     /// Override of the DynamoDB endpoint (a local stand-in); `None` means AWS's own endpoint.
     pub endpoint: Option<String>,
     pub priority: u32,
+    pub digitalocean: RegionDigitalOcean,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -204,9 +216,8 @@ impl Config {
         raw.validate()
     }
 
-    /// The effective configuration as TOML-like text for `check-config`. Nothing secret is held
-    /// in [`Config`], so nothing needs redacting yet; secrets added later implement a redacting
-    /// `Serialize`.
+    /// The effective configuration as TOML text for `check-config`. Secrets serialize as
+    /// `[redacted]`.
     pub fn to_pretty(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("<cannot render config: {e}>"))
     }
@@ -260,6 +271,7 @@ impl RawConfig {
                 name: r.name,
                 endpoint: r.endpoint,
                 priority: r.priority,
+                digitalocean: r.digitalocean,
             });
         }
         regions.sort_by_key(|r| r.priority);
@@ -297,11 +309,13 @@ impl RawConfig {
             });
         }
 
+        let responder = self.responder.map(|r| r.validate(&regions)).transpose()?;
         Ok(Config {
             prober,
             exporter: ExporterConfig { listen },
             regions,
             tables,
+            responder,
         })
     }
 }
@@ -452,18 +466,18 @@ pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
 /// Formats a duration the way the config writes it.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
     } else {
         format!("{}s", ms / 1000)
     }
 }
 
-mod duration_text {
+pub(crate) mod duration_text {
     use std::time::Duration;
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -12,14 +12,26 @@
 //!   and the per-region SDK [`probe::client`].
 //! - [`metrics`]: metric families with bounded labels.
 //! - [`exporter`]: the exporter role, wiring the above to an HTTP listener.
+//! - [`alert`]: Alertmanager webhook payloads to domain events.
+//! - [`failover`]: the pure decision ([`failover::machine::decide`]) and the executor.
+//! - [`ports`]: the small traits the executor drives; [`adapters`]: their implementations
+//!   (state file, application config, DigitalOcean, notifications, live check).
+//! - [`responder`]: the responder role.
+//! - [`secret`]: secrets that never print.
 //! - [`http`]: routers and handlers.
 //! - [`shutdown`]: one shutdown signal fanned out to every task.
 //! - [`clock`]: wall-clock helpers for exported timestamps.
 
+pub mod adapters;
+pub mod alert;
 pub mod clock;
 pub mod config;
 pub mod exporter;
+pub mod failover;
 pub mod http;
 pub mod metrics;
+pub mod ports;
 pub mod probe;
+pub mod responder;
+pub mod secret;
 pub mod shutdown;

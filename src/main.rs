@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dynamo_failover::config::Config;
 use dynamo_failover::shutdown;
 
+mod client;
+
 #[derive(Parser)]
 #[command(
     name = "dynamo-failover",
@@ -45,6 +47,29 @@ enum Command {
     Serve,
     /// Validate the config, print the effective settings (secrets redacted), and exit.
     CheckConfig,
+    /// Show the responder's state: active region, epoch, phase, region health, transitions.
+    Status(ClientArgs),
+    /// Ask the responder to move traffic to a region now (the live check still applies).
+    Failover {
+        /// Target region.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Ask the responder to move traffic back to the home region now.
+    Failback(ClientArgs),
+    /// Stop automatic moves: decisions are still recorded and notified (a dry run).
+    Pause(ClientArgs),
+    /// Resume automatic moves.
+    Resume(ClientArgs),
+}
+
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The responder's base URL (default: http:// and responder.listen from the config).
+    #[arg(long)]
+    url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -64,12 +89,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Exporter => run(run_exporter(config)),
-        Command::Responder | Command::Serve => {
-            eprintln!(
-                "dynamo-failover: the responder role is not part of this build yet; run `exporter`"
-            );
-            ExitCode::from(2)
+        Command::Responder => run(run_responder(config)),
+        Command::Serve => run(run_both(config)),
+        Command::Status(c) => run(client::call(config, c.url, client::Action::Status)),
+        Command::Failover { to, client: c } => {
+            run(client::call(config, c.url, client::Action::Failover(to)))
         }
+        Command::Failback(c) => run(client::call(config, c.url, client::Action::Failback)),
+        Command::Pause(c) => run(client::call(config, c.url, client::Action::Pause)),
+        Command::Resume(c) => run(client::call(config, c.url, client::Action::Resume)),
     }
 }
 
@@ -107,6 +135,65 @@ async fn run_exporter(config: Config) -> anyhow::Result<()> {
         trigger.fire();
     });
     dynamo_failover::exporter::run(config, shared, listener, stop).await
+}
+
+async fn run_responder(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let r = config
+        .responder
+        .as_ref()
+        .context("the config has no [responder] section; the responder role needs one")?;
+    let listener = tokio::net::TcpListener::bind(r.listen)
+        .await
+        .with_context(|| format!("binding responder.listen {}", r.listen))?;
+    let shared = dynamo_failover::probe::client::load_shared().await;
+    let (trigger, stop) = shutdown::channel();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        trigger.fire();
+    });
+    dynamo_failover::responder::run(config, shared, listener, stop).await
+}
+
+/// Both roles in one process, each on its own listener; either stopping stops both.
+async fn run_both(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let r = config
+        .responder
+        .as_ref()
+        .context("the config has no [responder] section; `serve` runs the responder too")?;
+    let resp_listener = tokio::net::TcpListener::bind(r.listen)
+        .await
+        .with_context(|| format!("binding responder.listen {}", r.listen))?;
+    let exp_listener = tokio::net::TcpListener::bind(config.exporter.listen)
+        .await
+        .with_context(|| format!("binding exporter.listen {}", config.exporter.listen))?;
+    let shared = dynamo_failover::probe::client::load_shared().await;
+    let (trigger, stop) = shutdown::channel();
+    let trigger = std::sync::Arc::new(trigger);
+    let t = trigger.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        t.fire();
+    });
+    let exp =
+        dynamo_failover::exporter::run(config.clone(), shared.clone(), exp_listener, stop.clone());
+    let resp = dynamo_failover::responder::run(config, shared, resp_listener, stop);
+    let (a, b) = tokio::join!(
+        async {
+            let r = exp.await;
+            trigger.fire();
+            r
+        },
+        async {
+            let r = resp.await;
+            trigger.fire();
+            r
+        }
+    );
+    a.and(b)
 }
 
 async fn wait_for_signal() {

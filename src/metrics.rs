@@ -173,3 +173,143 @@ pub fn render(registry: &Registry) -> String {
     }
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// The responder's own metrics, which Prometheus alerts on.
+#[derive(Clone)]
+pub struct ResponderMetrics {
+    pub active_region: IntGaugeVec,
+    pub region_down: IntGaugeVec,
+    pub epoch: IntGauge,
+    pub paused: IntGauge,
+    pub blocked: IntGauge,
+    pub plan_in_progress: IntGauge,
+    pub transitions: IntCounterVec,
+    pub step_duration: HistogramVec,
+    pub step_failures: IntCounterVec,
+    pub webhook_requests: IntCounterVec,
+    pub notifications: IntCounterVec,
+}
+
+/// Results of webhook requests, the bounded `result` label.
+pub const WEBHOOK_RESULTS: &[&str] = &[
+    "accepted",
+    "unauthorized",
+    "bad_request",
+    "too_large",
+    "unsupported_media_type",
+    "unavailable",
+];
+
+impl ResponderMetrics {
+    pub fn register(
+        registry: &Registry,
+        regions: &[String],
+        steps: &[&str],
+    ) -> prometheus::Result<Self> {
+        let g = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help));
+        let active_region = IntGaugeVec::new(
+            Opts::new(
+                "failover_active_region",
+                "1 for the region traffic is in, 0 for the others.",
+            ),
+            &["region"],
+        )?;
+        let region_down = IntGaugeVec::new(
+            Opts::new(
+                "failover_region_down",
+                "1 while a region-down alert is firing for the region, as the responder sees it.",
+            ),
+            &["region"],
+        )?;
+        let epoch = g(
+            "failover_epoch",
+            "Epoch (fencing token) of the latest plan.",
+        )?;
+        let paused = g(
+            "failover_paused",
+            "1 while automatic moves are paused by an operator.",
+        )?;
+        let blocked = g(
+            "failover_blocked",
+            "1 while a wanted move cannot be made (no healthy target, minimum interval, paused).",
+        )?;
+        let plan_in_progress = g(
+            "failover_plan_in_progress",
+            "1 while a plan is being checked or applied, 2 while a failed plan waits for its retry.",
+        )?;
+        let transitions = IntCounterVec::new(
+            Opts::new(
+                "failover_transitions_total",
+                "Transitions by outcome: completed, failed (a step failed), target_rejected (live check failed), blocked.",
+            ),
+            &["from", "to", "trigger", "result"],
+        )?;
+        let step_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "failover_step_duration_seconds",
+                "Time to apply and verify one step, retries included.",
+            )
+            .buckets(PROBE_BUCKETS.to_vec()),
+            &["step"],
+        )?;
+        let step_failures = IntCounterVec::new(
+            Opts::new(
+                "failover_step_failures_total",
+                "Step attempts that failed, by reason.",
+            ),
+            &["step", "reason"],
+        )?;
+        let webhook_requests = IntCounterVec::new(
+            Opts::new(
+                "failover_webhook_requests_total",
+                "Alertmanager webhook requests by result.",
+            ),
+            &["result"],
+        )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "failover_notifications_total",
+                "Notifications sent, by channel and result.",
+            ),
+            &["channel", "result"],
+        )?;
+        for c in [&active_region, &region_down] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for c in [&epoch, &paused, &blocked, &plan_in_progress] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for c in [
+            &transitions,
+            &step_failures,
+            &webhook_requests,
+            &notifications,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(step_duration.clone()))?;
+        for r in regions {
+            active_region.with_label_values(&[r]);
+            region_down.with_label_values(&[r]);
+        }
+        for s in steps {
+            step_duration.with_label_values(&[s]);
+        }
+        for r in WEBHOOK_RESULTS {
+            webhook_requests.with_label_values(&[r]);
+        }
+        Ok(Self {
+            active_region,
+            region_down,
+            epoch,
+            paused,
+            blocked,
+            plan_in_progress,
+            transitions,
+            step_duration,
+            step_failures,
+            webhook_requests,
+            notifications,
+        })
+    }
+}

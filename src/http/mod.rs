@@ -12,6 +12,8 @@ use prometheus::Registry;
 
 use crate::probe::scheduler::LoopHealth;
 
+pub mod responder;
+
 /// What the exporter's handlers read.
 #[derive(Clone)]
 pub struct ExporterState {

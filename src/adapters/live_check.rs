@@ -1,0 +1,143 @@
+//! The live check before a move, built on the exporter's probe code: the target must answer a
+//! consistent read of every table's health item and accept a canary write. For a failback with a
+//! lag bound, a canary written to the region being left must also show up in the target within
+//! the bound.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::config::{Config, TableConfig};
+use crate::ports::LiveCheck;
+use crate::probe::write::Sequence;
+use crate::probe::{client, read, replication, write, ProbeResult, Target};
+
+pub struct ProbeLiveCheck {
+    clients: HashMap<String, aws_sdk_dynamodb::Client>,
+    tables: Vec<TableConfig>,
+    prefix: String,
+    id: String,
+    timeout: Duration,
+    max_lag: Option<Duration>,
+    sequence: std::sync::Mutex<Sequence>,
+}
+
+impl ProbeLiveCheck {
+    pub fn new(config: &Config, shared: &aws_config::SdkConfig, max_lag: Option<Duration>) -> Self {
+        Self {
+            clients: config
+                .regions
+                .iter()
+                .map(|r| (r.name.clone(), client::build(shared, r, &config.prober)))
+                .collect(),
+            tables: config.tables.clone(),
+            prefix: config.prober.canary_prefix.clone(),
+            // Its own canary id, so it never races the exporter's canaries in `serve` mode.
+            id: format!("{}.live", config.prober.id),
+            timeout: config.prober.timeout + Duration::from_millis(100),
+            max_lag,
+            sequence: std::sync::Mutex::new(Sequence::default()),
+        }
+    }
+
+    fn target(&self, region: &str, table: &TableConfig) -> Option<Target> {
+        Some(Target {
+            region: region.to_string(),
+            client: self.clients.get(region)?.clone(),
+            table: table.clone(),
+        })
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.sequence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next(crate::clock::unix_micros())
+    }
+
+    async fn bounded(&self, f: impl std::future::Future<Output = ProbeResult>) -> ProbeResult {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .unwrap_or(ProbeResult::Timeout)
+    }
+}
+
+#[async_trait]
+impl LiveCheck for ProbeLiveCheck {
+    async fn check(&self, to: &str, from: &str, failback: bool) -> Result<String, String> {
+        let start = Instant::now();
+        for table in &self.tables {
+            let t = self
+                .target(to, table)
+                .ok_or_else(|| format!("unknown region {to}"))?;
+            let r = self.bounded(read::probe(&t)).await;
+            if r != ProbeResult::Success {
+                return Err(format!("read of {} in {to}: {}", table.name, r.as_str()));
+            }
+            let seq = self.next_seq();
+            let w = self
+                .bounded(write::probe(&t, &self.prefix, &self.id, seq))
+                .await;
+            if w != ProbeResult::Success {
+                return Err(format!(
+                    "canary write to {} in {to}: {}",
+                    table.name,
+                    w.as_str()
+                ));
+            }
+        }
+        let mut detail = format!(
+            "{to} answered reads and writes on {} table(s) in {} ms",
+            self.tables.len(),
+            start.elapsed().as_millis()
+        );
+        if let (true, Some(bound)) = (failback, self.max_lag) {
+            // One table is enough to measure the replication path from `from` to `to`.
+            let table = &self.tables[0];
+            let src = self
+                .target(from, table)
+                .ok_or_else(|| format!("unknown region {from}"))?;
+            let dst = self
+                .target(to, table)
+                .ok_or_else(|| format!("unknown region {to}"))?;
+            let seq = self.next_seq();
+            let w = self
+                .bounded(write::probe(&src, &self.prefix, &self.id, seq))
+                .await;
+            if w != ProbeResult::Success {
+                return Err(format!(
+                    "cannot measure replication lag: canary write to {from} failed ({})",
+                    w.as_str()
+                ));
+            }
+            let written = Instant::now();
+            loop {
+                let seen = tokio::time::timeout(
+                    self.timeout,
+                    replication::probe(&dst, &self.prefix, &self.id, &[from.to_string()]),
+                )
+                .await;
+                if let Ok(Ok(s)) = seen {
+                    if s.first().is_some_and(|(_, got)| *got >= seq) {
+                        detail += &format!(
+                            "; a write to {from} reached {to} within {} ms (bound {} ms)",
+                            written.elapsed().as_millis(),
+                            bound.as_millis()
+                        );
+                        break;
+                    }
+                }
+                if written.elapsed() >= bound {
+                    return Err(format!(
+                        "replication lag from {from} to {to} is above the failback bound of {} ms",
+                        bound.as_millis()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(detail)
+    }
+}

@@ -1,0 +1,8 @@
+//! Production implementations of the [`crate::ports`] traits.
+
+pub mod app_config;
+pub mod digitalocean;
+pub mod live_check;
+pub mod notify;
+pub mod prometheus;
+pub mod state_file;

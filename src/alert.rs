@@ -1,0 +1,219 @@
+//! Alertmanager webhook payloads (version 4) turned into domain events, and nothing else.
+//! Unknown fields are accepted (Alertmanager adds fields over time); missing required ones, a
+//! version other than "4" and unreadable timestamps are errors that name the field.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::config::responder::AlertsConfig;
+use crate::failover::machine::Event;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payload {
+    pub version: String,
+    pub status: String,
+    #[serde(default)]
+    pub receiver: String,
+    #[serde(default)]
+    pub group_key: String,
+    #[serde(default)]
+    pub truncated_alerts: u64,
+    pub alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: String,
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+/// What a payload means for the responder.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub events: Vec<Event>,
+    /// Alerts that mean nothing here, with the reason (other alert names, unknown regions).
+    pub ignored: Vec<String>,
+    pub truncated: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("body is not an Alertmanager webhook payload: {0}")]
+    Shape(String),
+    #[error("unsupported webhook version `{0}` (this responder reads version 4)")]
+    Version(String),
+    #[error("alerts[{index}].{field}: {problem}")]
+    Field {
+        index: usize,
+        field: &'static str,
+        problem: String,
+    },
+}
+
+/// Parses the body bytes.
+pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
+    let p: Payload =
+        serde_json::from_slice(body).map_err(|e| PayloadError::Shape(e.to_string()))?;
+    if p.version != "4" {
+        return Err(PayloadError::Version(p.version));
+    }
+    if p.status != "firing" && p.status != "resolved" {
+        return Err(PayloadError::Shape(format!(
+            "status `{}` is neither firing nor resolved",
+            p.status
+        )));
+    }
+    Ok(p)
+}
+
+/// Parses an RFC 3339 timestamp to milliseconds since the Unix epoch.
+pub fn rfc3339_ms(text: &str) -> Option<u64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+impl TryFrom<(&Payload, &AlertsConfig, &[String])> for Parsed {
+    type Error = PayloadError;
+
+    fn try_from(
+        (p, cfg, regions): (&Payload, &AlertsConfig, &[String]),
+    ) -> Result<Self, Self::Error> {
+        let mut out = Parsed {
+            truncated: p.truncated_alerts,
+            ..Parsed::default()
+        };
+        for (index, a) in p.alerts.iter().enumerate() {
+            let firing = match a.status.as_str() {
+                "firing" => true,
+                "resolved" => false,
+                other => {
+                    return Err(PayloadError::Field {
+                        index,
+                        field: "status",
+                        problem: format!("`{other}` is neither firing nor resolved"),
+                    })
+                }
+            };
+            let starts_at_ms = rfc3339_ms(&a.starts_at).ok_or_else(|| PayloadError::Field {
+                index,
+                field: "startsAt",
+                problem: format!("`{}` is not an RFC 3339 timestamp", a.starts_at),
+            })?;
+            let name = a.labels.get("alertname").map(String::as_str).unwrap_or("");
+            if !cfg.region_down.iter().any(|n| n == name) {
+                out.ignored.push(format!(
+                    "alerts[{index}]: `{name}` is not a region-down alert"
+                ));
+                continue;
+            }
+            let Some(region) = a.labels.get(&cfg.region_label) else {
+                out.ignored.push(format!(
+                    "alerts[{index}]: `{name}` has no `{}` label",
+                    cfg.region_label
+                ));
+                continue;
+            };
+            if !regions.iter().any(|r| r == region) {
+                out.ignored
+                    .push(format!("alerts[{index}]: unknown region `{region}`"));
+                continue;
+            }
+            let fingerprint = if a.fingerprint.is_empty() {
+                // Alertmanager always sends one; compute a stable stand-in from the labels.
+                a.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                a.fingerprint.clone()
+            };
+            out.events.push(Event::Alert {
+                fingerprint,
+                region: region.clone(),
+                firing,
+                starts_at_ms,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of a real Alertmanager 0.25 body, with a region-down alert.
+    pub const FIRING: &str = r#"{"receiver":"responder","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"DynamoDBRegionUnavailable","region":"us-east-1","action":"failover","severity":"page"},"annotations":{"summary":"us-east-1 down"},"startsAt":"2026-11-26T05:49:21.749Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://127.0.0.1:9090/graph","fingerprint":"085e38554bedb1a6"}],"groupLabels":{"alertname":"DynamoDBRegionUnavailable","region":"us-east-1"},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://127.0.0.1:9093","version":"4","groupKey":"{}:{alertname=\"DynamoDBRegionUnavailable\"}","truncatedAlerts":0}"#;
+
+    fn cfg() -> AlertsConfig {
+        AlertsConfig {
+            region_down: vec!["DynamoDBRegionUnavailable".into()],
+            region_label: "region".into(),
+        }
+    }
+
+    fn regions() -> Vec<String> {
+        vec!["us-east-1".into(), "us-west-2".into()]
+    }
+
+    #[test]
+    fn a_real_firing_body_becomes_one_alert_event() {
+        let p = parse(FIRING.as_bytes()).unwrap();
+        let parsed = Parsed::try_from((&p, &cfg(), regions().as_slice())).unwrap();
+        assert_eq!(
+            parsed.events,
+            vec![Event::Alert {
+                fingerprint: "085e38554bedb1a6".into(),
+                region: "us-east-1".into(),
+                firing: true,
+                starts_at_ms: 1_795_672_161_749,
+            }]
+        );
+    }
+
+    #[test]
+    fn other_alerts_and_unknown_regions_are_ignored_with_a_reason() {
+        let body = FIRING.replace(
+            "DynamoDBRegionUnavailable\",\"region\":\"us-east-1\",\"action",
+            "DynamoDBRegionUnavailable\",\"region\":\"mars-1\",\"action",
+        );
+        let p = parse(body.as_bytes()).unwrap();
+        let parsed = Parsed::try_from((&p, &cfg(), regions().as_slice())).unwrap();
+        assert!(parsed.events.is_empty());
+        assert!(parsed.ignored[0].contains("mars-1"));
+        let body = FIRING.replace(
+            "\"alertname\":\"DynamoDBRegionUnavailable\"",
+            "\"alertname\":\"AppDown\"",
+        );
+        let p = parse(body.as_bytes()).unwrap();
+        let parsed = Parsed::try_from((&p, &cfg(), regions().as_slice())).unwrap();
+        assert!(parsed.events.is_empty() && parsed.ignored[0].contains("AppDown"));
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem() {
+        assert!(matches!(parse(b"{}"), Err(PayloadError::Shape(_))));
+        assert!(matches!(parse(b"not json"), Err(PayloadError::Shape(_))));
+        let v3 = FIRING.replace("\"version\":\"4\"", "\"version\":\"3\"");
+        assert_eq!(
+            parse(v3.as_bytes()).unwrap_err(),
+            PayloadError::Version("3".into())
+        );
+        let bad_time = FIRING.replace("2026-11-26T05:49:21.749Z", "yesterday");
+        let p = parse(bad_time.as_bytes()).unwrap();
+        let e = Parsed::try_from((&p, &cfg(), regions().as_slice())).unwrap_err();
+        assert!(e.to_string().contains("alerts[0].startsAt"), "{e}");
+    }
+}

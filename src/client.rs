@@ -1,0 +1,145 @@
+//! The operator commands (`status`, `failover`, `failback`, `pause`, `resume`): calls to the
+//! responder's admin API, printed as readable tables.
+
+use anyhow::{bail, Context};
+use dynamo_failover::config::Config;
+use serde_json::Value;
+
+pub enum Action {
+    Status,
+    Failover(String),
+    Failback,
+    Pause,
+    Resume,
+}
+
+pub async fn call(config: Config, url: Option<String>, action: Action) -> anyhow::Result<()> {
+    let r = config.responder.as_ref().context(
+        "the config has no [responder] section (needed for its address and admin token)",
+    )?;
+    let base = url.unwrap_or_else(|| format!("http://{}", r.listen));
+    let base = base.trim_end_matches('/');
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let req = match &action {
+        Action::Status => http.get(format!("{base}/v1/state")),
+        Action::Failover(to) => http
+            .post(format!("{base}/v1/failover"))
+            .json(&serde_json::json!({ "to": to })),
+        Action::Failback => http.post(format!("{base}/v1/failback")),
+        Action::Pause => http.post(format!("{base}/v1/pause")),
+        Action::Resume => http.post(format!("{base}/v1/resume")),
+    };
+    let resp = req
+        .bearer_auth(r.admin_token.expose())
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the responder at {base}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "the responder refused ({}): {}",
+            status.as_u16(),
+            body["reason"].as_str().unwrap_or("no reason given")
+        );
+    }
+    match action {
+        Action::Status => print_state(&body),
+        _ => {
+            println!("accepted; epoch {}", body["epoch"]);
+            if let Some(p) = body["plan"].as_object() {
+                println!(
+                    "plan {}: {} -> {} ({})",
+                    p["epoch"],
+                    p["from"].as_str().unwrap_or("?"),
+                    p["to"].as_str().unwrap_or("?"),
+                    p["status"].as_str().unwrap_or("?")
+                );
+            }
+            if body["paused"] == Value::Bool(true) {
+                println!("automatic moves are paused");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ms_to_text(ms: &Value) -> String {
+    ms.as_u64()
+        .and_then(|m| time::OffsetDateTime::from_unix_timestamp((m / 1000) as i64).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_state(s: &Value) {
+    let str_of = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    println!("active region   {}", str_of(&s["active_region"]));
+    println!("app region      {}", str_of(&s["app_region"]));
+    println!("epoch           {}", s["epoch"]);
+    println!("phase           {}", str_of(&s["phase"]));
+    println!("paused          {}", s["paused"]);
+    if let Some(b) = s["blocked"].as_str() {
+        println!("blocked         {b}");
+    }
+    println!();
+    println!("{:<16} {:<6} {:<22}", "REGION", "HEALTH", "SINCE");
+    if let Some(regions) = s["regions"].as_object() {
+        for (name, h) in regions {
+            let health = if h["down"] == Value::Bool(true) {
+                "DOWN"
+            } else {
+                "up"
+            };
+            println!(
+                "{:<16} {:<6} {:<22}",
+                name,
+                health,
+                ms_to_text(&h["since_ms"])
+            );
+        }
+    }
+    if let Some(p) = s["plan"].as_object() {
+        println!();
+        println!(
+            "plan {}: {} {} -> {} ({}), {}",
+            p["epoch"],
+            str_of(&p["kind"]),
+            str_of(&p["from"]),
+            str_of(&p["to"]),
+            str_of(&p["status"]),
+            str_of(&p["reason"])
+        );
+        for st in p["steps"].as_array().into_iter().flatten() {
+            let mark = if st["done"] == Value::Bool(true) {
+                "done"
+            } else {
+                "todo"
+            };
+            println!("  [{mark}] {}", str_of(&st["name"]));
+        }
+        if let Some(e) = p["last_error"].as_str() {
+            println!("  last error: {e}");
+        }
+    }
+    println!();
+    println!(
+        "{:<6} {:<9} {:<24} {:<11} {:<22} REASON",
+        "EPOCH", "KIND", "MOVE", "TRIGGER", "FINISHED"
+    );
+    for t in s["transitions"].as_array().into_iter().flatten().take(10) {
+        println!(
+            "{:<6} {:<9} {:<24} {:<11} {:<22} {}",
+            t["epoch"],
+            str_of(&t["kind"]),
+            format!("{} -> {}", str_of(&t["from"]), str_of(&t["to"])),
+            str_of(&t["trigger"]),
+            ms_to_text(&t["finished_ms"]),
+            str_of(&t["reason"])
+        );
+    }
+}

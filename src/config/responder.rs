@@ -1,0 +1,713 @@
+//! The `[responder]` section: webhook and admin API, policy, the application config step,
+//! DigitalOcean load balancers and DNS records, and notifications. Secrets are read here, from
+//! files or environment variables, and held as [`Secret`]s.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, parse_duration, ConfigError, RegionConfig};
+use crate::failover::machine::Policy;
+use crate::secret::Secret;
+
+pub const WEBHOOK_TOKEN_ENV: &str = "DYNAMO_FAILOVER_WEBHOOK_TOKEN";
+pub const ADMIN_TOKEN_ENV: &str = "DYNAMO_FAILOVER_ADMIN_TOKEN";
+pub const DIGITALOCEAN_TOKEN_ENV: &str = "DIGITALOCEAN_TOKEN";
+pub const SLACK_URL_ENV: &str = "DYNAMO_FAILOVER_SLACK_WEBHOOK_URL";
+pub const NOTIFY_TOKEN_ENV: &str = "DYNAMO_FAILOVER_NOTIFY_TOKEN";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResponder {
+    #[serde(default = "d_listen")]
+    listen: String,
+    state_file: String,
+    #[serde(default = "d_body")]
+    max_body_bytes: usize,
+    #[serde(default)]
+    public_url: Option<String>,
+    #[serde(default)]
+    prometheus_url: Option<String>,
+    #[serde(default)]
+    webhook_token_file: Option<String>,
+    #[serde(default)]
+    admin_token_file: Option<String>,
+    #[serde(default = "d_tick")]
+    tick: String,
+    #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
+    policy: RawPolicy,
+    app: RawApp,
+    #[serde(default)]
+    steps: RawSteps,
+    #[serde(default)]
+    digitalocean: Option<RawDigitalOcean>,
+    #[serde(default)]
+    notify: RawNotify,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    #[serde(default = "d_down_names")]
+    region_down: Vec<String>,
+    #[serde(default = "d_region_label")]
+    region_label: String,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        Self {
+            region_down: d_down_names(),
+            region_label: d_region_label(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "d_min_interval")]
+    min_interval: String,
+    #[serde(default = "d_stabilisation")]
+    stabilisation: String,
+    #[serde(default = "d_true")]
+    auto_failback: bool,
+    #[serde(default)]
+    max_failback_lag: Option<String>,
+    #[serde(default = "d_retry_backoff")]
+    retry_backoff: String,
+    #[serde(default = "d_cooldown")]
+    live_check_cooldown: String,
+    #[serde(default = "d_stay")]
+    on_no_healthy_target: String,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        Self {
+            min_interval: d_min_interval(),
+            stabilisation: d_stabilisation(),
+            auto_failback: true,
+            max_failback_lag: None,
+            retry_backoff: d_retry_backoff(),
+            live_check_cooldown: d_cooldown(),
+            on_no_healthy_target: d_stay(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    env_file: String,
+    #[serde(default = "d_env_key")]
+    env_key: String,
+    #[serde(default)]
+    reload_commands: Vec<Vec<String>>,
+    #[serde(default = "d_command_timeout")]
+    command_timeout: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSteps {
+    #[serde(default = "d_step_deadline")]
+    deadline: String,
+}
+
+impl Default for RawSteps {
+    fn default() -> Self {
+        Self {
+            deadline: d_step_deadline(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDigitalOcean {
+    #[serde(default = "d_do_url")]
+    api_url: String,
+    #[serde(default)]
+    token_file: Option<String>,
+    #[serde(default = "d_request_timeout")]
+    request_timeout: String,
+    #[serde(default, rename = "load_balancer")]
+    load_balancers: Vec<RawLoadBalancer>,
+    #[serde(default, rename = "dns_record")]
+    dns_records: Vec<RawDnsRecord>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoadBalancer {
+    id: String,
+    mode: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsRecord {
+    domain: String,
+    record_id: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default = "d_ttl")]
+    ttl: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    #[serde(default)]
+    slack_webhook_url_file: Option<String>,
+    #[serde(default)]
+    slack: bool,
+    #[serde(default)]
+    webhook_url: Option<String>,
+    #[serde(default)]
+    webhook_token_file: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+/// DigitalOcean attributes of one region (`[region.digitalocean]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegionDigitalOcean {
+    /// DigitalOcean region slug (e.g. `nyc1`), for a GLOBAL load balancer's priorities.
+    #[serde(default)]
+    pub slug: Option<String>,
+    /// Droplets serving this region, for `droplets` mode load balancers.
+    #[serde(default)]
+    pub droplet_ids: Vec<u64>,
+    /// Tag of this region's droplets, for `tag` mode load balancers.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Address that A records point at when this region is active.
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    /// Address that AAAA records point at when this region is active.
+    #[serde(default)]
+    pub ipv6: Option<String>,
+}
+
+fn d_listen() -> String {
+    "127.0.0.1:9465".into()
+}
+fn d_body() -> usize {
+    1024 * 1024
+}
+fn d_tick() -> String {
+    "1s".into()
+}
+fn d_down_names() -> Vec<String> {
+    vec!["DynamoDBRegionUnavailable".into()]
+}
+fn d_region_label() -> String {
+    "region".into()
+}
+fn d_min_interval() -> String {
+    "5m".into()
+}
+fn d_stabilisation() -> String {
+    "10m".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_retry_backoff() -> String {
+    "30s".into()
+}
+fn d_cooldown() -> String {
+    "1m".into()
+}
+fn d_stay() -> String {
+    "stay".into()
+}
+fn d_env_key() -> String {
+    "DYNAMODB_REGION".into()
+}
+fn d_command_timeout() -> String {
+    "30s".into()
+}
+fn d_step_deadline() -> String {
+    "60s".into()
+}
+fn d_do_url() -> String {
+    "https://api.digitalocean.com".into()
+}
+fn d_request_timeout() -> String {
+    "10s".into()
+}
+fn d_ttl() -> u32 {
+    60
+}
+
+/// The validated responder configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponderConfig {
+    pub listen: SocketAddr,
+    pub state_file: PathBuf,
+    pub max_body_bytes: usize,
+    pub public_url: Option<String>,
+    pub prometheus_url: Option<String>,
+    pub webhook_token: Secret,
+    pub admin_token: Secret,
+    #[serde(with = "super::duration_text")]
+    pub tick: Duration,
+    pub alerts: AlertsConfig,
+    pub policy: PolicyConfig,
+    pub app: AppConfig,
+    #[serde(with = "super::duration_text")]
+    pub step_deadline: Duration,
+    pub digitalocean: Option<DigitalOceanConfig>,
+    pub notify: NotifyConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsConfig {
+    pub region_down: Vec<String>,
+    pub region_label: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyConfig {
+    #[serde(with = "super::duration_text")]
+    pub min_interval: Duration,
+    #[serde(with = "super::duration_text")]
+    pub stabilisation: Duration,
+    pub auto_failback: bool,
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub max_failback_lag: Option<Duration>,
+    #[serde(with = "super::duration_text")]
+    pub retry_backoff: Duration,
+    #[serde(with = "super::duration_text")]
+    pub live_check_cooldown: Duration,
+    pub on_no_healthy_target: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppConfig {
+    pub env_file: PathBuf,
+    pub env_key: String,
+    pub reload_commands: Vec<Vec<String>>,
+    #[serde(with = "super::duration_text")]
+    pub command_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DigitalOceanConfig {
+    pub api_url: String,
+    pub token: Secret,
+    #[serde(with = "super::duration_text")]
+    pub request_timeout: Duration,
+    pub load_balancers: Vec<LoadBalancerConfig>,
+    pub dns_records: Vec<DnsRecordConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbMode {
+    Droplets,
+    Tag,
+    Global,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadBalancerConfig {
+    pub id: String,
+    pub mode: LbMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RecordType {
+    A,
+    #[allow(clippy::upper_case_acronyms)]
+    AAAA,
+}
+
+impl RecordType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::AAAA => "AAAA",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsRecordConfig {
+    pub domain: String,
+    pub record_id: u64,
+    #[serde(rename = "type")]
+    pub kind: RecordType,
+    pub ttl: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NotifyConfig {
+    pub slack_webhook_url: Option<Secret>,
+    pub webhook_url: Option<String>,
+    pub webhook_token: Option<Secret>,
+    #[serde(with = "super::duration_text")]
+    pub timeout: Duration,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&super::super::fmt_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl ResponderConfig {
+    /// The decision policy for [`crate::failover::machine::decide`].
+    pub fn policy(&self, regions: &[RegionConfig]) -> Policy {
+        Policy {
+            regions: regions.iter().map(|r| r.name.clone()).collect(),
+            min_interval_ms: self.policy.min_interval.as_millis() as u64,
+            stabilisation_ms: self.policy.stabilisation.as_millis() as u64,
+            auto_failback: self.policy.auto_failback,
+            retry_backoff_ms: self.policy.retry_backoff.as_millis() as u64,
+            live_check_cooldown_ms: self.policy.live_check_cooldown.as_millis() as u64,
+        }
+    }
+}
+
+fn url_key(key: &str, value: &str) -> Result<String, ConfigError> {
+    if !(value.starts_with("http://") || value.starts_with("https://")) {
+        return Err(invalid(
+            key,
+            format!("`{value}` must start with http:// or https://"),
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+impl RawResponder {
+    pub(super) fn validate(self, regions: &[RegionConfig]) -> Result<ResponderConfig, ConfigError> {
+        let secret = |key: &str, file: Option<&str>, env: &str| {
+            Secret::load(key, file, env).map_err(ConfigError::Secret)
+        };
+        let listen = self
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("responder.listen", format!("not an address:port ({e})")))?;
+        if self.state_file.is_empty() {
+            return Err(invalid("responder.state_file", "must not be empty"));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid(
+                "responder.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        if regions.len() < 2 {
+            return Err(invalid(
+                "region",
+                "the responder needs at least two [[region]]s to move traffic between",
+            ));
+        }
+        let public_url = self
+            .public_url
+            .as_deref()
+            .map(|u| url_key("responder.public_url", u))
+            .transpose()?;
+        let prometheus_url = self
+            .prometheus_url
+            .as_deref()
+            .map(|u| url_key("responder.prometheus_url", u))
+            .transpose()?;
+        let webhook_token = secret(
+            "responder.webhook_token_file",
+            self.webhook_token_file.as_deref(),
+            WEBHOOK_TOKEN_ENV,
+        )?;
+        let admin_token = secret(
+            "responder.admin_token_file",
+            self.admin_token_file.as_deref(),
+            ADMIN_TOKEN_ENV,
+        )?;
+        let tick = parse_duration("responder.tick", &self.tick)?;
+
+        if self.alerts.region_down.is_empty()
+            || self.alerts.region_down.iter().any(|n| n.is_empty())
+        {
+            return Err(invalid(
+                "responder.alerts.region_down",
+                "needs at least one alert name, none empty",
+            ));
+        }
+        if self.alerts.region_label.is_empty() {
+            return Err(invalid(
+                "responder.alerts.region_label",
+                "must not be empty",
+            ));
+        }
+
+        let p = &self.policy;
+        let policy = PolicyConfig {
+            min_interval: parse_duration("responder.policy.min_interval", &p.min_interval)?,
+            stabilisation: parse_duration("responder.policy.stabilisation", &p.stabilisation)?,
+            auto_failback: p.auto_failback,
+            max_failback_lag: p
+                .max_failback_lag
+                .as_deref()
+                .map(|t| parse_duration("responder.policy.max_failback_lag", t))
+                .transpose()?,
+            retry_backoff: parse_duration("responder.policy.retry_backoff", &p.retry_backoff)?,
+            live_check_cooldown: parse_duration(
+                "responder.policy.live_check_cooldown",
+                &p.live_check_cooldown,
+            )?,
+            on_no_healthy_target: p.on_no_healthy_target.clone(),
+        };
+        if policy.on_no_healthy_target != "stay" {
+            return Err(invalid(
+                "responder.policy.on_no_healthy_target",
+                format!(
+                    "`{}` is not supported: the only safe choice is \"stay\" (keep traffic where it is and alert)",
+                    policy.on_no_healthy_target
+                ),
+            ));
+        }
+
+        let a = &self.app;
+        if a.env_file.is_empty() {
+            return Err(invalid("responder.app.env_file", "must not be empty"));
+        }
+        if a.env_key.is_empty()
+            || !a
+                .env_key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || a.env_key.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(invalid(
+                "responder.app.env_key",
+                format!("`{}` is not a valid environment variable name", a.env_key),
+            ));
+        }
+        for (i, c) in a.reload_commands.iter().enumerate() {
+            if c.is_empty() || c[0].is_empty() {
+                return Err(invalid(
+                    format!("responder.app.reload_commands[{i}]"),
+                    "must be a non-empty list: [program, args...]",
+                ));
+            }
+        }
+        let app = AppConfig {
+            env_file: PathBuf::from(&a.env_file),
+            env_key: a.env_key.clone(),
+            reload_commands: a.reload_commands.clone(),
+            command_timeout: parse_duration("responder.app.command_timeout", &a.command_timeout)?,
+        };
+        let step_deadline = parse_duration("responder.steps.deadline", &self.steps.deadline)?;
+
+        let digitalocean = match self.digitalocean {
+            None => None,
+            Some(d) => Some(validate_do(d, regions, &secret)?),
+        };
+
+        let n = &self.notify;
+        let slack_webhook_url = if n.slack || n.slack_webhook_url_file.is_some() {
+            let s = secret(
+                "responder.notify.slack_webhook_url_file",
+                n.slack_webhook_url_file.as_deref(),
+                SLACK_URL_ENV,
+            )?;
+            url_key("responder.notify.slack_webhook_url_file", s.expose()).map_err(|_| {
+                invalid(
+                    "responder.notify.slack_webhook_url_file",
+                    "is not an http(s) URL",
+                )
+            })?;
+            Some(s)
+        } else {
+            None
+        };
+        let webhook_url = n
+            .webhook_url
+            .as_deref()
+            .map(|u| url_key("responder.notify.webhook_url", u))
+            .transpose()?;
+        let notify_token = match (&n.webhook_token_file, &webhook_url) {
+            (Some(f), Some(_)) => Some(secret(
+                "responder.notify.webhook_token_file",
+                Some(f),
+                NOTIFY_TOKEN_ENV,
+            )?),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "responder.notify.webhook_token_file",
+                    "is set but responder.notify.webhook_url is not",
+                ))
+            }
+            (None, _) => std::env::var(NOTIFY_TOKEN_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Secret::new(v.trim())),
+        };
+        let notify = NotifyConfig {
+            slack_webhook_url,
+            webhook_url,
+            webhook_token: notify_token,
+            timeout: parse_duration(
+                "responder.notify.timeout",
+                n.timeout.as_deref().unwrap_or("5s"),
+            )?,
+        };
+
+        Ok(ResponderConfig {
+            listen,
+            state_file: PathBuf::from(self.state_file),
+            max_body_bytes: self.max_body_bytes,
+            public_url,
+            prometheus_url,
+            webhook_token,
+            admin_token,
+            tick,
+            alerts: AlertsConfig {
+                region_down: self.alerts.region_down,
+                region_label: self.alerts.region_label,
+            },
+            policy,
+            app,
+            step_deadline,
+            digitalocean,
+            notify,
+        })
+    }
+}
+
+type SecretLoader<'a> = &'a dyn Fn(&str, Option<&str>, &str) -> Result<Secret, ConfigError>;
+
+fn validate_do(
+    d: RawDigitalOcean,
+    regions: &[RegionConfig],
+    secret: SecretLoader<'_>,
+) -> Result<DigitalOceanConfig, ConfigError> {
+    let api_url = url_key("responder.digitalocean.api_url", &d.api_url)?;
+    let token = secret(
+        "responder.digitalocean.token_file",
+        d.token_file.as_deref(),
+        DIGITALOCEAN_TOKEN_ENV,
+    )?;
+    let request_timeout =
+        parse_duration("responder.digitalocean.request_timeout", &d.request_timeout)?;
+    let mut load_balancers = Vec::new();
+    for (i, lb) in d.load_balancers.into_iter().enumerate() {
+        let key = format!("responder.digitalocean.load_balancer[{i}]");
+        if lb.id.is_empty() {
+            return Err(invalid(format!("{key}.id"), "must not be empty"));
+        }
+        let mode = match lb.mode.as_str() {
+            "droplets" => LbMode::Droplets,
+            "tag" => LbMode::Tag,
+            "global" => LbMode::Global,
+            other => {
+                return Err(invalid(
+                    format!("{key}.mode"),
+                    format!("unknown mode `{other}` (droplets, tag or global)"),
+                ))
+            }
+        };
+        for (j, r) in regions.iter().enumerate() {
+            let d = &r.digitalocean;
+            let missing = match mode {
+                LbMode::Droplets if d.droplet_ids.is_empty() => Some("droplet_ids"),
+                LbMode::Tag if d.tag.as_deref().unwrap_or("").is_empty() => Some("tag"),
+                LbMode::Global if d.slug.as_deref().unwrap_or("").is_empty() => Some("slug"),
+                _ => None,
+            };
+            if let Some(field) = missing {
+                return Err(invalid(
+                    format!("region[{j}].digitalocean.{field}"),
+                    format!(
+                        "region `{}` needs it for load balancer {} in {} mode",
+                        r.name, lb.id, lb.mode
+                    ),
+                ));
+            }
+        }
+        load_balancers.push(LoadBalancerConfig { id: lb.id, mode });
+    }
+    // Droplets of different regions must not overlap, or a move could remove a target it adds.
+    let mut seen = std::collections::BTreeMap::new();
+    for r in regions {
+        for id in &r.digitalocean.droplet_ids {
+            if let Some(other) = seen.insert(*id, r.name.clone()) {
+                return Err(invalid(
+                    "region.digitalocean.droplet_ids",
+                    format!("droplet {id} is listed for both {other} and {}", r.name),
+                ));
+            }
+        }
+    }
+    let mut dns_records = Vec::new();
+    for (i, rec) in d.dns_records.into_iter().enumerate() {
+        let key = format!("responder.digitalocean.dns_record[{i}]");
+        if rec.domain.is_empty() {
+            return Err(invalid(format!("{key}.domain"), "must not be empty"));
+        }
+        let kind = match rec.kind.as_str() {
+            "A" => RecordType::A,
+            "AAAA" => RecordType::AAAA,
+            other => {
+                return Err(invalid(
+                    format!("{key}.type"),
+                    format!("`{other}` is not supported (A or AAAA)"),
+                ))
+            }
+        };
+        if rec.ttl < 30 {
+            return Err(invalid(
+                format!("{key}.ttl"),
+                "DigitalOcean's minimum TTL is 30 seconds",
+            ));
+        }
+        for (j, r) in regions.iter().enumerate() {
+            let (field, addr) = match kind {
+                RecordType::A => ("ipv4", &r.digitalocean.ipv4),
+                RecordType::AAAA => ("ipv6", &r.digitalocean.ipv6),
+            };
+            let ok = addr
+                .as_deref()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .is_some_and(|ip| ip.is_ipv4() == (kind == RecordType::A));
+            if !ok {
+                return Err(invalid(
+                    format!("region[{j}].digitalocean.{field}"),
+                    format!(
+                        "region `{}` needs a valid {field} address for the {} record of {}",
+                        r.name,
+                        kind.as_str(),
+                        rec.domain
+                    ),
+                ));
+            }
+        }
+        dns_records.push(DnsRecordConfig {
+            domain: rec.domain,
+            record_id: rec.record_id,
+            kind,
+            ttl: rec.ttl,
+        });
+    }
+    Ok(DigitalOceanConfig {
+        api_url,
+        token,
+        request_timeout,
+        load_balancers,
+        dns_records,
+    })
+}

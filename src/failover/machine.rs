@@ -1,0 +1,854 @@
+//! The failover decision, as a pure function: [`decide`] takes the state, one event, the time and
+//! the policy, and answers the next state and the effects to carry out. It never reads the clock
+//! and does no I/O, so every state x event pair is unit-tested and a plan can be replayed from any
+//! intermediate state.
+//!
+//! The decision is level-triggered: after applying an event it reconciles the state against the
+//! health picture (which regions are down, since when), so a deferred move happens on a later
+//! `Tick` without the event that caused it being delivered again.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// How many finished transitions the state keeps.
+pub const HISTORY_LEN: usize = 50;
+/// Resolved alerts are forgotten this long after they resolved.
+const ALERT_MEMORY_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The validated failover policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Regions in priority order; the first is home.
+    pub regions: Vec<String>,
+    /// Minimum time between two automatic transitions.
+    pub min_interval_ms: u64,
+    /// How long the preferred region must have been healthy before an automatic failback.
+    pub stabilisation_ms: u64,
+    pub auto_failback: bool,
+    /// After a failed plan, the first automatic retry waits this long, doubling up to 16x.
+    pub retry_backoff_ms: u64,
+    /// A region that failed its live check is not chosen again for this long.
+    pub live_check_cooldown_ms: u64,
+}
+
+impl Policy {
+    pub fn home(&self) -> &str {
+        &self.regions[0]
+    }
+
+    fn rank(&self, region: &str) -> usize {
+        self.regions
+            .iter()
+            .position(|r| r == region)
+            .unwrap_or(usize::MAX)
+    }
+}
+
+/// Everything the responder knows, persisted by the state store after every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Fencing token: raised for every plan; every step and notice of a plan carries it.
+    pub epoch: u64,
+    /// Where traffic is, as of the last completed transition.
+    pub active: String,
+    /// What the application config says now; changes when a plan's app-config step is done.
+    pub app_region: String,
+    /// Paused: events are recorded and decisions notified, nothing is moved.
+    pub paused: bool,
+    /// An operator chose the active region; automatic failback leaves it alone.
+    pub pinned: bool,
+    /// The plan in flight, written before its first side effect.
+    pub plan: Option<Plan>,
+    pub last_transition_ms: Option<u64>,
+    pub health: BTreeMap<String, RegionHealth>,
+    /// Alert instances by fingerprint, to tell repeats, duplicates and reordering apart.
+    pub alerts: BTreeMap<String, AlertInstance>,
+    /// Why no move is being made although one is wanted (notified once per distinct reason).
+    pub blocked: Option<String>,
+    pub history: VecDeque<Transition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionHealth {
+    pub down: bool,
+    /// When `down` last changed (or when the state was created).
+    pub since_ms: u64,
+    /// When the region last failed a live check, if it did recently.
+    pub live_failed_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertInstance {
+    pub region: String,
+    pub starts_at_ms: u64,
+    pub firing: bool,
+    pub updated_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Failover,
+    Failback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Alert,
+    Stabilised,
+    Operator,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Alert => "alert",
+            Trigger::Stabilised => "stabilised",
+            Trigger::Operator => "operator",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// The target is being probed live; nothing has been changed for this attempt yet.
+    Checking,
+    /// Steps are being applied.
+    Running,
+    /// A step failed past its retries; done steps stay done, a retry resumes the rest.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub epoch: u64,
+    pub kind: Kind,
+    pub from: String,
+    pub to: String,
+    pub trigger: Trigger,
+    pub reason: String,
+    pub created_ms: u64,
+    pub status: PlanStatus,
+    pub attempts: u32,
+    pub steps: Vec<StepState>,
+    pub failed_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepState {
+    pub name: String,
+    pub done: bool,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub epoch: u64,
+    pub kind: Kind,
+    pub from: String,
+    pub to: String,
+    pub trigger: Trigger,
+    pub reason: String,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+}
+
+/// What can happen to the responder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// One alert of a "region down" kind, firing or resolved.
+    Alert {
+        fingerprint: String,
+        region: String,
+        firing: bool,
+        starts_at_ms: u64,
+    },
+    /// Time passes: deferred moves, stabilised failbacks and plan retries happen here.
+    Tick,
+    /// Operator: move to this region now (the live check still applies).
+    Failover {
+        to: String,
+    },
+    /// Operator: move back to home now (the live check still applies).
+    Failback,
+    Pause,
+    Resume,
+    /// The executor's live check of the plan's target.
+    LiveCheck {
+        epoch: u64,
+        ok: bool,
+        detail: String,
+    },
+    /// A step was applied and verified.
+    StepDone {
+        epoch: u64,
+        index: usize,
+        detail: String,
+    },
+    /// A step failed past its retries and deadline.
+    StepFailed {
+        epoch: u64,
+        index: usize,
+        detail: String,
+    },
+}
+
+/// Something for the executor to do after the new state is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Probe the plan's target live, then answer [`Event::LiveCheck`].
+    CheckTarget {
+        epoch: u64,
+    },
+    /// Apply the plan's steps that are not done yet, in order.
+    RunSteps {
+        epoch: u64,
+    },
+    Notify(Notice),
+}
+
+/// A message for people, built from the decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub epoch: u64,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+    /// What the plan changed (step outcomes), for completion and failure notices.
+    pub changes: Vec<String>,
+    /// Steps not done yet, for failure notices.
+    pub pending: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// A plan was decided and is being carried out.
+    Started,
+    /// Every step is applied and verified.
+    Completed,
+    /// A move is wanted but cannot be made (no healthy target, minimum interval, paused).
+    Blocked,
+    /// The target failed its live check; the plan was dropped.
+    TargetRejected,
+    /// A step failed past its retries.
+    StepFailed,
+    /// A previously failed plan finished, or the block cleared.
+    Recovered,
+    Paused,
+    Resumed,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Started => "started",
+            NoticeKind::Completed => "completed",
+            NoticeKind::Blocked => "blocked",
+            NoticeKind::TargetRejected => "target_rejected",
+            NoticeKind::StepFailed => "step_failed",
+            NoticeKind::Recovered => "recovered",
+            NoticeKind::Paused => "paused",
+            NoticeKind::Resumed => "resumed",
+        }
+    }
+}
+
+/// The outcome of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub state: State,
+    pub effects: Vec<Effect>,
+    /// Set when an operator request was refused; the state is then unchanged.
+    pub rejected: Option<String>,
+}
+
+impl State {
+    /// The state of a fresh installation: traffic at home, every region presumed healthy now.
+    pub fn initial(policy: &Policy, now: u64) -> State {
+        State {
+            epoch: 0,
+            active: policy.home().to_string(),
+            app_region: policy.home().to_string(),
+            paused: false,
+            pinned: false,
+            plan: None,
+            last_transition_ms: None,
+            health: policy
+                .regions
+                .iter()
+                .map(|r| {
+                    (
+                        r.clone(),
+                        RegionHealth {
+                            down: false,
+                            since_ms: now,
+                            live_failed_ms: None,
+                        },
+                    )
+                })
+                .collect(),
+            alerts: BTreeMap::new(),
+            blocked: None,
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Brings a loaded state in line with the current policy's regions (added regions start
+    /// healthy now; removed ones are dropped from the health map).
+    pub fn adopt(mut self, policy: &Policy, now: u64) -> State {
+        for r in &policy.regions {
+            self.health
+                .entry(r.clone())
+                .or_insert_with(|| RegionHealth {
+                    down: false,
+                    since_ms: now,
+                    live_failed_ms: None,
+                });
+        }
+        self.health.retain(|r, _| policy.regions.contains(r));
+        self
+    }
+
+    fn is_down(&self, region: &str) -> bool {
+        self.health.get(region).is_some_and(|h| h.down)
+    }
+}
+
+/// Names of a plan's steps, in order, fixed by the config.
+pub type StepNames = Vec<String>;
+
+/// Decides what `event` means at `now` under `policy`. Pure.
+pub fn decide(
+    state: &State,
+    event: &Event,
+    now: u64,
+    policy: &Policy,
+    steps: &StepNames,
+) -> Decision {
+    let mut s = state.clone();
+    let mut fx = Vec::new();
+    if let Err(reason) = apply(&mut s, event, now, policy, steps, &mut fx) {
+        return Decision {
+            state: state.clone(),
+            effects: Vec::new(),
+            rejected: Some(reason),
+        };
+    }
+    reconcile(&mut s, now, policy, steps, &mut fx);
+    Decision {
+        state: s,
+        effects: fx,
+        rejected: None,
+    }
+}
+
+/// Applies the event itself. Answers `Err(reason)` to refuse an operator request.
+fn apply(
+    s: &mut State,
+    event: &Event,
+    now: u64,
+    policy: &Policy,
+    steps: &StepNames,
+    fx: &mut Vec<Effect>,
+) -> Result<(), String> {
+    match event {
+        Event::Alert {
+            fingerprint,
+            region,
+            firing,
+            starts_at_ms,
+        } => {
+            if !s.health.contains_key(region) {
+                return Ok(()); // unknown regions are reported by the caller and change nothing
+            }
+            let stale = s.alerts.get(fingerprint).is_some_and(|a| {
+                a.starts_at_ms > *starts_at_ms
+                    // A resolved that overtook its firing: the late firing is not news.
+                    || (a.starts_at_ms == *starts_at_ms && !a.firing && *firing)
+            });
+            if stale {
+                return Ok(());
+            }
+            let same = s.alerts.get(fingerprint).is_some_and(|a| {
+                a.starts_at_ms == *starts_at_ms && a.firing == *firing && a.region == *region
+            });
+            if !same {
+                s.alerts.insert(
+                    fingerprint.clone(),
+                    AlertInstance {
+                        region: region.clone(),
+                        starts_at_ms: *starts_at_ms,
+                        firing: *firing,
+                        updated_ms: now,
+                    },
+                );
+            }
+            refresh_health(s, now);
+            Ok(())
+        }
+        Event::Tick => {
+            s.alerts
+                .retain(|_, a| a.firing || now.saturating_sub(a.updated_ms) < ALERT_MEMORY_MS);
+            for h in s.health.values_mut() {
+                if h.live_failed_ms
+                    .is_some_and(|t| now.saturating_sub(t) >= policy.live_check_cooldown_ms)
+                {
+                    h.live_failed_ms = None;
+                }
+            }
+            Ok(())
+        }
+        Event::Pause => {
+            if !s.paused {
+                s.paused = true;
+                s.blocked = None;
+                fx.push(notice(
+                    NoticeKind::Paused,
+                    s.epoch,
+                    None,
+                    None,
+                    "automatic moves paused by an operator; decisions are still made and notified"
+                        .into(),
+                ));
+            }
+            Ok(())
+        }
+        Event::Resume => {
+            if s.paused {
+                s.paused = false;
+                s.blocked = None;
+                fx.push(notice(
+                    NoticeKind::Resumed,
+                    s.epoch,
+                    None,
+                    None,
+                    "automatic moves resumed by an operator".into(),
+                ));
+            }
+            Ok(())
+        }
+        Event::Failover { to } => operator_move(s, to, now, policy, steps, fx, Kind::Failover),
+        Event::Failback => {
+            let home = policy.home().to_string();
+            operator_move(s, &home, now, policy, steps, fx, Kind::Failback)
+        }
+        Event::LiveCheck { epoch, ok, detail } => {
+            let Some(plan) = s.plan.as_mut().filter(|p| p.epoch == *epoch) else {
+                return Ok(());
+            };
+            if plan.status != PlanStatus::Checking {
+                return Ok(());
+            }
+            if *ok {
+                plan.status = PlanStatus::Running;
+                fx.push(Effect::RunSteps { epoch: *epoch });
+            } else {
+                let plan = s.plan.take().expect("checked above");
+                if let Some(h) = s.health.get_mut(&plan.to) {
+                    h.live_failed_ms = Some(now);
+                }
+                fx.push(notice(
+                    NoticeKind::TargetRejected,
+                    plan.epoch,
+                    Some(plan.from.clone()),
+                    Some(plan.to.clone()),
+                    format!(
+                        "{} to {} dropped: the live check of {} failed ({detail})",
+                        kind_word(plan.kind),
+                        plan.to,
+                        plan.to
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Event::StepDone {
+            epoch,
+            index,
+            detail,
+        } => {
+            let Some(plan) = s.plan.as_mut().filter(|p| p.epoch == *epoch) else {
+                return Ok(());
+            };
+            if plan.status != PlanStatus::Running || *index >= plan.steps.len() {
+                return Ok(());
+            }
+            let step = &mut plan.steps[*index];
+            step.done = true;
+            step.detail = Some(detail.clone());
+            if step.name == crate::failover::APP_CONFIG_STEP {
+                s.app_region = plan.to.clone();
+            }
+            if plan.steps.iter().all(|st| st.done) {
+                let plan = s.plan.take().expect("present");
+                finish(s, plan, now, fx);
+            }
+            Ok(())
+        }
+        Event::StepFailed {
+            epoch,
+            index,
+            detail,
+        } => {
+            let Some(plan) = s.plan.as_mut().filter(|p| p.epoch == *epoch) else {
+                return Ok(());
+            };
+            if plan.status != PlanStatus::Running || *index >= plan.steps.len() {
+                return Ok(());
+            }
+            plan.status = PlanStatus::Failed;
+            plan.failed_ms = Some(now);
+            let msg = format!("step {} failed: {detail}", plan.steps[*index].name);
+            plan.last_error = Some(msg.clone());
+            let mut n = notice(
+                NoticeKind::StepFailed,
+                plan.epoch,
+                Some(plan.from.clone()),
+                Some(plan.to.clone()),
+                msg,
+            );
+            if let Effect::Notify(n) = &mut n {
+                (n.changes, n.pending) = step_lists(plan);
+            }
+            fx.push(n);
+            Ok(())
+        }
+    }
+}
+
+fn operator_move(
+    s: &mut State,
+    to: &str,
+    now: u64,
+    policy: &Policy,
+    steps: &StepNames,
+    fx: &mut Vec<Effect>,
+    kind: Kind,
+) -> Result<(), String> {
+    if !s.health.contains_key(to) {
+        return Err(format!("unknown region `{to}`"));
+    }
+    if s.paused {
+        return Err("the responder is paused; resume it first".into());
+    }
+    match &s.plan {
+        Some(p) if p.status != PlanStatus::Failed => {
+            return Err(format!(
+                "plan {} ({} -> {}) is still in progress",
+                p.epoch, p.from, p.to
+            ))
+        }
+        Some(p) if p.to == to => {
+            // Retry the failed plan now, keeping what is done.
+            let mut p = s.plan.take().expect("present");
+            p.trigger = Trigger::Operator;
+            restart(&mut p, fx);
+            s.plan = Some(p);
+            s.pinned = kind == Kind::Failover && to != policy.home();
+            return Ok(());
+        }
+        _ => {}
+    }
+    if s.plan.is_none() && s.active == to {
+        return Err(format!("traffic is already in {to}"));
+    }
+    let from = s.active.clone();
+    let reason = match kind {
+        Kind::Failover => format!("operator requested failover to {to}"),
+        Kind::Failback => format!("operator requested failback to {to}"),
+    };
+    s.plan = None;
+    start(
+        s,
+        kind,
+        &from,
+        to,
+        Trigger::Operator,
+        reason,
+        now,
+        steps,
+        fx,
+    );
+    s.pinned = kind == Kind::Failover && to != policy.home();
+    Ok(())
+}
+
+/// Recomputes the health map from the alert instances.
+fn refresh_health(s: &mut State, now: u64) {
+    for (region, h) in s.health.iter_mut() {
+        let down = s.alerts.values().any(|a| a.firing && a.region == *region);
+        if down != h.down {
+            h.down = down;
+            h.since_ms = now;
+        }
+    }
+}
+
+/// After any event: start, defer or retry a move if the health picture asks for one.
+fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &StepNames, fx: &mut Vec<Effect>) {
+    if let Some(plan) = &s.plan {
+        if plan.status == PlanStatus::Failed && !s.paused {
+            let waited = now.saturating_sub(plan.failed_ms.unwrap_or(now));
+            let backoff = policy
+                .retry_backoff_ms
+                .saturating_mul(1 << plan.attempts.saturating_sub(1).min(4));
+            if waited >= backoff {
+                let mut p = s.plan.take().expect("present");
+                // The target may have gone down meanwhile: then drop the plan and choose again.
+                if s.is_down(&p.to) {
+                    fx.push(notice(
+                        NoticeKind::TargetRejected,
+                        p.epoch,
+                        Some(p.from.clone()),
+                        Some(p.to.clone()),
+                        format!("failed plan to {} dropped: {} is now down", p.to, p.to),
+                    ));
+                } else {
+                    restart(&mut p, fx);
+                    s.plan = Some(p);
+                    return;
+                }
+            } else {
+                return;
+            }
+        } else {
+            return;
+        }
+    }
+
+    let wanted = wanted_move(s, now, policy);
+    let Some((kind, to, trigger, reason)) = wanted else {
+        if let Some(was) = s.blocked.take() {
+            fx.push(notice(
+                NoticeKind::Recovered,
+                s.epoch,
+                None,
+                None,
+                format!("no longer blocked ({was})"),
+            ));
+        }
+        return;
+    };
+    let blocked = match &to {
+        Err(why) => Some(why.clone()),
+        Ok(_) if s.paused => Some(format!(
+            "paused: would {} ({reason})",
+            describe(kind, s, &to)
+        )),
+        Ok(_) => match s.last_transition_ms {
+            Some(t) if now.saturating_sub(t) < policy.min_interval_ms => Some(format!(
+                "waiting for the minimum interval between transitions before it may {} ({reason})",
+                describe(kind, s, &to)
+            )),
+            _ => None,
+        },
+    };
+    if let Some(why) = blocked {
+        if s.blocked.as_deref() != Some(why.as_str()) {
+            fx.push(notice(
+                NoticeKind::Blocked,
+                s.epoch,
+                Some(s.active.clone()),
+                to.as_ref().ok().cloned(),
+                why.clone(),
+            ));
+            s.blocked = Some(why);
+        }
+        return;
+    }
+    s.blocked = None;
+    let to = to.expect("blocked above");
+    let from = s.active.clone();
+    start(s, kind, &from, &to, trigger, reason, now, steps, fx);
+}
+
+/// The move the health picture asks for, if any: `Err` says why it cannot be made.
+#[allow(clippy::type_complexity)]
+fn wanted_move(
+    s: &State,
+    now: u64,
+    policy: &Policy,
+) -> Option<(Kind, Result<String, String>, Trigger, String)> {
+    let usable = |r: &str| {
+        s.health
+            .get(r)
+            .is_some_and(|h| !h.down && h.live_failed_ms.is_none())
+    };
+    if s.is_down(&s.active) {
+        let reason = format!("{} is unavailable (region-down alert firing)", s.active);
+        let target = policy
+            .regions
+            .iter()
+            .find(|r| **r != s.active && usable(r))
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "{} is unavailable and no other region is healthy; traffic stays in {}",
+                    s.active, s.active
+                )
+            });
+        return Some((Kind::Failover, target, Trigger::Alert, reason));
+    }
+    if !policy.auto_failback || s.pinned || s.active == policy.home() {
+        return None;
+    }
+    let active_rank = policy.rank(&s.active);
+    let better = policy.regions.iter().take(active_rank).find(|r| {
+        usable(r)
+            && s.health
+                .get(*r)
+                .is_some_and(|h| now.saturating_sub(h.since_ms) >= policy.stabilisation_ms)
+    })?;
+    let kind = if better == policy.home() {
+        Kind::Failback
+    } else {
+        Kind::Failover
+    };
+    let reason = format!(
+        "{better} has been healthy for the stabilisation window ({} s)",
+        policy.stabilisation_ms / 1000
+    );
+    Some((kind, Ok(better.clone()), Trigger::Stabilised, reason))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start(
+    s: &mut State,
+    kind: Kind,
+    from: &str,
+    to: &str,
+    trigger: Trigger,
+    reason: String,
+    now: u64,
+    steps: &StepNames,
+    fx: &mut Vec<Effect>,
+) {
+    s.epoch += 1;
+    s.blocked = None;
+    let plan = Plan {
+        epoch: s.epoch,
+        kind,
+        from: from.to_string(),
+        to: to.to_string(),
+        trigger,
+        reason: reason.clone(),
+        created_ms: now,
+        status: PlanStatus::Checking,
+        attempts: 1,
+        steps: steps
+            .iter()
+            .map(|n| StepState {
+                name: n.clone(),
+                done: false,
+                detail: None,
+            })
+            .collect(),
+        failed_ms: None,
+        last_error: None,
+    };
+    fx.push(notice(
+        NoticeKind::Started,
+        plan.epoch,
+        Some(plan.from.clone()),
+        Some(plan.to.clone()),
+        reason,
+    ));
+    fx.push(Effect::CheckTarget { epoch: plan.epoch });
+    s.plan = Some(plan);
+}
+
+fn restart(p: &mut Plan, fx: &mut Vec<Effect>) {
+    p.status = PlanStatus::Checking;
+    p.attempts += 1;
+    p.failed_ms = None;
+    fx.push(Effect::CheckTarget { epoch: p.epoch });
+}
+
+fn finish(s: &mut State, plan: Plan, now: u64, fx: &mut Vec<Effect>) {
+    s.active = plan.to.clone();
+    s.app_region = plan.to.clone();
+    s.last_transition_ms = Some(now);
+    let retried = plan.attempts > 1;
+    s.history.push_front(Transition {
+        epoch: plan.epoch,
+        kind: plan.kind,
+        from: plan.from.clone(),
+        to: plan.to.clone(),
+        trigger: plan.trigger,
+        reason: plan.reason.clone(),
+        started_ms: plan.created_ms,
+        finished_ms: now,
+    });
+    s.history.truncate(HISTORY_LEN);
+    let (changes, _) = step_lists(&plan);
+    let mut n = notice(
+        if retried {
+            NoticeKind::Recovered
+        } else {
+            NoticeKind::Completed
+        },
+        plan.epoch,
+        Some(plan.from),
+        Some(plan.to),
+        plan.reason,
+    );
+    if let Effect::Notify(n) = &mut n {
+        n.changes = changes;
+    }
+    fx.push(n);
+}
+
+/// Done steps (with what they did) and pending step names.
+fn step_lists(plan: &Plan) -> (Vec<String>, Vec<String>) {
+    let done = plan
+        .steps
+        .iter()
+        .filter(|s| s.done)
+        .map(|s| s.detail.clone().unwrap_or_else(|| s.name.clone()))
+        .collect();
+    let pending = plan
+        .steps
+        .iter()
+        .filter(|s| !s.done)
+        .map(|s| s.name.clone())
+        .collect();
+    (done, pending)
+}
+
+fn notice(
+    kind: NoticeKind,
+    epoch: u64,
+    from: Option<String>,
+    to: Option<String>,
+    reason: String,
+) -> Effect {
+    Effect::Notify(Notice {
+        kind,
+        epoch,
+        from,
+        to,
+        reason,
+        changes: Vec::new(),
+        pending: Vec::new(),
+    })
+}
+
+fn kind_word(k: Kind) -> &'static str {
+    match k {
+        Kind::Failover => "failover",
+        Kind::Failback => "failback",
+    }
+}
+
+fn describe(kind: Kind, s: &State, to: &Result<String, String>) -> String {
+    match to {
+        Ok(t) => format!("{} {} -> {}", kind_word(kind), s.active, t),
+        Err(_) => kind_word(kind).to_string(),
+    }
+}

@@ -1,0 +1,140 @@
+//! The small traits the executor drives. Production adapters live in [`crate::adapters`]; unit
+//! tests use in-memory fakes. Each error says whether retrying can help and carries a bounded
+//! `reason` used as a metric label.
+
+use async_trait::async_trait;
+
+use crate::failover::machine::State;
+
+/// A stored state and the version it was stored at.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub version: u64,
+    pub state: State,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else stored a newer version: reload before deciding again.
+    #[error("state was changed elsewhere (expected version {expected}, found {found})")]
+    Conflict { expected: u64, found: u64 },
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Durable state with optimistic concurrency: a save succeeds only over the version it read. A
+/// DynamoDB-backed store maps this to a conditional write on the version attribute, and adds a
+/// lease whose epoch fences every side effect.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn load(&self) -> Result<Option<Versioned>, StoreError>;
+    /// Stores `state` if the stored version is still `expected` (0: nothing stored yet) and
+    /// answers the new version.
+    async fn save(&self, state: &State, expected: u64) -> Result<u64, StoreError>;
+}
+
+/// Why a step failed, as a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    Timeout,
+    RateLimited,
+    ServerError,
+    Busy,
+    Rejected,
+    Io,
+    CommandFailed,
+    VerifyFailed,
+    NotFound,
+    Unauthorized,
+}
+
+impl FailReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::Timeout => "timeout",
+            FailReason::RateLimited => "rate_limited",
+            FailReason::ServerError => "server_error",
+            FailReason::Busy => "busy",
+            FailReason::Rejected => "rejected",
+            FailReason::Io => "io",
+            FailReason::CommandFailed => "command_failed",
+            FailReason::VerifyFailed => "verify_failed",
+            FailReason::NotFound => "not_found",
+            FailReason::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub reason: FailReason,
+    pub message: String,
+    /// False when repeating the same request cannot succeed (a 4xx that is not busy).
+    pub retryable: bool,
+}
+
+impl StepError {
+    pub fn new(reason: FailReason, message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+/// One idempotent reconfiguration: read what is there, change only what differs, read back.
+#[async_trait]
+pub trait Step: Send + Sync {
+    /// Unique name within a plan, e.g. `load_balancer:<id>`.
+    fn name(&self) -> String;
+    /// The bounded `step` metric label: `app_config`, `load_balancer` or `dns`.
+    fn kind(&self) -> &'static str;
+    /// Makes the target region active; answers what it did ("unchanged" included).
+    async fn apply(&self, to: &str, epoch: u64) -> Result<String, StepError>;
+}
+
+/// Probes a region live before traffic moves there.
+#[async_trait]
+pub trait LiveCheck: Send + Sync {
+    /// `Ok(detail)` if `to` serves reads and writes now (and, for a failback with a lag bound,
+    /// `from`'s writes reach `to` within the bound).
+    async fn check(&self, to: &str, from: &str, failback: bool) -> Result<String, String>;
+}
+
+/// A message for people, already rendered.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Message {
+    pub title: String,
+    pub text: String,
+    pub fields: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// The bounded `channel` metric label.
+    fn channel(&self) -> &'static str;
+    async fn send(&self, message: &Message) -> Result<(), String>;
+}
+
+/// Where the last measured replication lag out of a region comes from (Prometheus).
+#[async_trait]
+pub trait LagSource: Send + Sync {
+    async fn last_lag_out_of(&self, region: &str) -> Option<f64>;
+}
+
+/// Wall time in milliseconds since the Unix epoch; a trait so tests can pin it.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        crate::clock::unix_micros() / 1000
+    }
+}
