@@ -267,3 +267,5 @@ pub fn exporter_config(prober: &str, regions: &[(&str, &str)], tables: &[&str]) 
     }
     s
 }
+
+pub mod stack;

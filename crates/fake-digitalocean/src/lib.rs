@@ -14,6 +14,9 @@
 //! Faults can be injected for the next N requests: a status (5xx), 429 with `retry-after`, a slow
 //! answer, or a "load balancer busy" refusal. Every request is logged in order for the tests.
 
+// Handlers answer `Result<_, Response>`: the error is the HTTP answer itself, built once.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -97,7 +100,11 @@ impl FakeDo {
         Self::start_with_limit(addr, token, 250).await
     }
 
-    pub async fn start_with_limit(addr: &str, token: &str, limit_per_minute: u32) -> std::io::Result<FakeDo> {
+    pub async fn start_with_limit(
+        addr: &str,
+        token: &str,
+        limit_per_minute: u32,
+    ) -> std::io::Result<FakeDo> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Shared {
@@ -107,8 +114,14 @@ impl FakeDo {
         };
         let app = Router::new()
             .route("/v2/load_balancers/{id}", get(get_lb).put(put_lb))
-            .route("/v2/load_balancers/{id}/droplets", post(add_droplets).delete(remove_droplets))
-            .route("/v2/domains/{domain}/records/{id}", get(get_record).patch(patch_record))
+            .route(
+                "/v2/load_balancers/{id}/droplets",
+                post(add_droplets).delete(remove_droplets),
+            )
+            .route(
+                "/v2/domains/{domain}/records/{id}",
+                get(get_record).patch(patch_record),
+            )
             .route("/fake/state", get(fake_state))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -145,7 +158,10 @@ impl FakeDo {
 
     /// Stores a load balancer as GET will answer it (fills `status`, region object).
     pub fn put_load_balancer(&self, mut lb: Value) {
-        let id = lb["id"].as_str().expect("load balancer needs an id").to_string();
+        let id = lb["id"]
+            .as_str()
+            .expect("load balancer needs an id")
+            .to_string();
         if let Some(slug) = lb["region"].as_str().map(str::to_string) {
             lb["region"] = json!({ "slug": slug, "name": slug, "available": true });
         }
@@ -221,13 +237,21 @@ async fn gate(s: &Shared, method: &Method, headers: &HeaderMap) -> Result<Header
         }
         w.window_count += 1;
         let used = w.window_count;
-        let reset = unix_now() + 60u64.saturating_sub(now.duration_since(w.window_start.unwrap()).as_secs());
+        let reset = unix_now()
+            + 60u64.saturating_sub(now.duration_since(w.window_start.unwrap()).as_secs());
         let mut rl = HeaderMap::new();
         rl.insert("ratelimit-limit", HeaderValue::from(s.limit_per_minute));
-        rl.insert("ratelimit-remaining", HeaderValue::from(s.limit_per_minute.saturating_sub(used)));
+        rl.insert(
+            "ratelimit-remaining",
+            HeaderValue::from(s.limit_per_minute.saturating_sub(used)),
+        );
         rl.insert("ratelimit-reset", HeaderValue::from(reset));
         if used > s.limit_per_minute {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "API rate limit exceeded");
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "API rate limit exceeded",
+            );
             r.headers_mut().extend(rl);
             return Err(r);
         }
@@ -247,7 +271,11 @@ async fn gate(s: &Shared, method: &Method, headers: &HeaderMap) -> Result<Header
         (fault, rl)
     };
     if !auth_ok {
-        return Err(error(StatusCode::UNAUTHORIZED, "unauthorized", "Unable to authenticate you"));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unable to authenticate you",
+        ));
     }
     match fault {
         None => Ok(rl),
@@ -261,8 +289,13 @@ async fn gate(s: &Shared, method: &Method, headers: &HeaderMap) -> Result<Header
             "Server was unable to give you a response.",
         )),
         Some(Fault::RateLimited { retry_after }) => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "API rate limit exceeded");
-            r.headers_mut().insert("retry-after", HeaderValue::from(retry_after));
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "API rate limit exceeded",
+            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
             Err(r)
         }
         Some(Fault::Busy) => Err(error(
@@ -273,7 +306,14 @@ async fn gate(s: &Shared, method: &Method, headers: &HeaderMap) -> Result<Header
     }
 }
 
-fn finish(s: &Shared, method: &Method, path: String, body: Value, mut resp: Response, rl: Option<HeaderMap>) -> Response {
+fn finish(
+    s: &Shared,
+    method: &Method,
+    path: String,
+    body: Value,
+    mut resp: Response,
+    rl: Option<HeaderMap>,
+) -> Response {
     if let Some(rl) = rl {
         resp.headers_mut().extend(rl);
     }
@@ -290,7 +330,13 @@ fn parse_body(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice::<Value>(body)
         .ok()
         .filter(Value::is_object)
-        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "bad_request", "request body must be a JSON object"))
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "request body must be a JSON object",
+            )
+        })
 }
 
 macro_rules! gated {
@@ -302,13 +348,22 @@ macro_rules! gated {
     };
 }
 
-async fn get_lb(State(s): State<Shared>, method: Method, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn get_lb(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let path = format!("/v2/load_balancers/{id}");
     let rl = gated!(s, method, headers, path.clone(), Value::Null);
     let lb = s.world.lock().unwrap().load_balancers.get(&id).cloned();
     let resp = match lb {
         Some(lb) => Json(json!({ "load_balancer": lb })).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", "The resource you were accessing could not be found."),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The resource you were accessing could not be found.",
+        ),
     };
     finish(&s, &method, path, Value::Null, resp, Some(rl))
 }
@@ -323,7 +378,10 @@ fn check_put(body: &Value, existing: &Value) -> Result<(), String> {
     } else if !body["region"].is_string() {
         return Err("region is required (a region slug)".into());
     }
-    if body["forwarding_rules"].as_array().is_none_or(|a| a.is_empty()) {
+    if body["forwarding_rules"]
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
         return Err("forwarding_rules must contain at least one rule".into());
     }
     if !global {
@@ -341,7 +399,13 @@ fn check_put(body: &Value, existing: &Value) -> Result<(), String> {
     Ok(())
 }
 
-async fn put_lb(State(s): State<Shared>, method: Method, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn put_lb(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let path = format!("/v2/load_balancers/{id}");
     let logged = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let rl = gated!(s, method, headers, path.clone(), logged.clone());
@@ -349,9 +413,14 @@ async fn put_lb(State(s): State<Shared>, method: Method, headers: HeaderMap, Pat
         let body = parse_body(&body)?;
         let mut w = s.world.lock().unwrap();
         let Some(existing) = w.load_balancers.get(&id).cloned() else {
-            return Err(error(StatusCode::NOT_FOUND, "not_found", "The resource you were accessing could not be found."));
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "The resource you were accessing could not be found.",
+            ));
         };
-        check_put(&body, &existing).map_err(|m| error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", m))?;
+        check_put(&body, &existing)
+            .map_err(|m| error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", m))?;
         let mut next = body.clone();
         for k in ["id", "ip", "status", "created_at", "type"] {
             if let Some(v) = existing.get(k) {
@@ -371,7 +440,14 @@ async fn put_lb(State(s): State<Shared>, method: Method, headers: HeaderMap, Pat
     finish(&s, &method, path, logged, resp, Some(rl))
 }
 
-async fn change_droplets(s: Shared, method: Method, headers: HeaderMap, id: String, body: Bytes, add: bool) -> Response {
+async fn change_droplets(
+    s: Shared,
+    method: Method,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    add: bool,
+) -> Response {
     let path = format!("/v2/load_balancers/{id}/droplets");
     let logged = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let rl = gated!(s, method, headers, path.clone(), logged.clone());
@@ -381,10 +457,20 @@ async fn change_droplets(s: Shared, method: Method, headers: HeaderMap, id: Stri
             .as_array()
             .filter(|a| !a.is_empty())
             .and_then(|a| a.iter().map(Value::as_u64).collect())
-            .ok_or_else(|| error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", "droplet_ids must be a non-empty list of integers"))?;
+            .ok_or_else(|| {
+                error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unprocessable_entity",
+                    "droplet_ids must be a non-empty list of integers",
+                )
+            })?;
         let mut w = s.world.lock().unwrap();
         let Some(lb) = w.load_balancers.get_mut(&id) else {
-            return Err(error(StatusCode::NOT_FOUND, "not_found", "The resource you were accessing could not be found."));
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "The resource you were accessing could not be found.",
+            ));
         };
         if lb["tag"].as_str().is_some_and(|t| !t.is_empty()) {
             return Err(error(
@@ -393,7 +479,12 @@ async fn change_droplets(s: Shared, method: Method, headers: HeaderMap, id: Stri
                 "droplets cannot be added to or removed from a load balancer that uses a tag",
             ));
         }
-        let mut current: Vec<u64> = lb["droplet_ids"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+        let mut current: Vec<u64> = lb["droplet_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect();
         if add {
             for i in ids {
                 if !current.contains(&i) {
@@ -410,26 +501,53 @@ async fn change_droplets(s: Shared, method: Method, headers: HeaderMap, id: Stri
     finish(&s, &method, path, logged, resp, Some(rl))
 }
 
-async fn add_droplets(State(s): State<Shared>, method: Method, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn add_droplets(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     change_droplets(s, method, headers, id, body, true).await
 }
 
-async fn remove_droplets(State(s): State<Shared>, method: Method, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn remove_droplets(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     change_droplets(s, method, headers, id, body, false).await
 }
 
-async fn get_record(State(s): State<Shared>, method: Method, headers: HeaderMap, Path((domain, id)): Path<(String, u64)>) -> Response {
+async fn get_record(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((domain, id)): Path<(String, u64)>,
+) -> Response {
     let path = format!("/v2/domains/{domain}/records/{id}");
     let rl = gated!(s, method, headers, path.clone(), Value::Null);
     let rec = s.world.lock().unwrap().records.get(&(domain, id)).cloned();
     let resp = match rec {
         Some(r) => Json(json!({ "domain_record": r })).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", "The resource you were accessing could not be found."),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The resource you were accessing could not be found.",
+        ),
     };
     finish(&s, &method, path, Value::Null, resp, Some(rl))
 }
 
-async fn patch_record(State(s): State<Shared>, method: Method, headers: HeaderMap, Path((domain, id)): Path<(String, u64)>, body: Bytes) -> Response {
+async fn patch_record(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((domain, id)): Path<(String, u64)>,
+    body: Bytes,
+) -> Response {
     let path = format!("/v2/domains/{domain}/records/{id}");
     let logged = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let rl = gated!(s, method, headers, path.clone(), logged.clone());
@@ -437,9 +555,14 @@ async fn patch_record(State(s): State<Shared>, method: Method, headers: HeaderMa
         let body = parse_body(&body)?;
         let mut w = s.world.lock().unwrap();
         let Some(rec) = w.records.get_mut(&(domain.clone(), id)) else {
-            return Err(error(StatusCode::NOT_FOUND, "not_found", "The resource you were accessing could not be found."));
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "The resource you were accessing could not be found.",
+            ));
         };
-        let unprocessable = |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", m);
+        let unprocessable =
+            |m: &str| error(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", m);
         let Some(kind) = body["type"].as_str() else {
             return Err(unprocessable("type is required"));
         };
@@ -454,12 +577,18 @@ async fn patch_record(State(s): State<Shared>, method: Method, headers: HeaderMa
         }
         if let Some(data) = body.get("data") {
             let ok = match kind {
-                "A" => data.as_str().is_some_and(|d| d.parse::<std::net::Ipv4Addr>().is_ok()),
-                "AAAA" => data.as_str().is_some_and(|d| d.parse::<std::net::Ipv6Addr>().is_ok()),
+                "A" => data
+                    .as_str()
+                    .is_some_and(|d| d.parse::<std::net::Ipv4Addr>().is_ok()),
+                "AAAA" => data
+                    .as_str()
+                    .is_some_and(|d| d.parse::<std::net::Ipv6Addr>().is_ok()),
                 _ => data.is_string(),
             };
             if !ok {
-                return Err(unprocessable("data is not a valid address for the record type"));
+                return Err(unprocessable(
+                    "data is not a valid address for the record type",
+                ));
             }
             rec["data"] = data.clone();
         }

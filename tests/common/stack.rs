@@ -1,0 +1,465 @@
+//! The responder's test stack: two moto regions (for the live check), the fake DigitalOcean API,
+//! a notification receiver, and the real binary as a child process with its logs captured.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use axum::Router;
+use fake_digitalocean::FakeDo;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use super::*;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dynamo-failover");
+pub const WEBHOOK_TOKEN: &str = "whk-3f9a1c77e2d84b0c9e5a";
+pub const ADMIN_TOKEN: &str = "adm-71b2e6d04f3a49c8a1d2";
+pub const DO_TOKEN: &str = "dop_v1_5e8c2a9f7b1d4e6c8a0b3f5d7e9c1a2b";
+pub const SLACK_SECRET: &str = "T0001/B0002/slackSecretPart9x8y7z";
+pub const EAST: &str = "us-east-1";
+pub const WEST: &str = "us-west-2";
+pub const TABLE: &str = "wordpress_posts";
+
+/// Everything posted to the notification receiver, as (path, JSON body).
+#[derive(Clone, Default)]
+pub struct Inbox(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl Inbox {
+    pub fn all(&self) -> Vec<(String, Value)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Webhook notices (the generic JSON channel) whose title contains `needle`.
+    pub fn titled(&self, needle: &str) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .filter(|(p, b)| {
+                p == "/hook" && b["title"].as_str().is_some_and(|t| t.contains(needle))
+            })
+            .map(|(_, b)| b)
+            .collect()
+    }
+}
+
+async fn receiver() -> (String, Inbox) {
+    let inbox = Inbox::default();
+    let app = Router::new()
+        .route("/hook", post(record))
+        .route("/slack/{*rest}", post(record))
+        .with_state(inbox.clone());
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.ok() });
+    (format!("http://{addr}"), inbox)
+}
+
+async fn record(State(inbox): State<Inbox>, uri: axum::http::Uri, body: Bytes) -> &'static str {
+    let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let path = if uri.path().starts_with("/slack") {
+        "/slack".to_string()
+    } else {
+        uri.path().to_string()
+    };
+    inbox.0.lock().unwrap().push((path, v));
+    "ok"
+}
+
+pub fn seed() -> Value {
+    let rules = json!([{ "entry_protocol": "http", "entry_port": 80, "target_protocol": "http", "target_port": 80 }]);
+    json!({
+        "load_balancers": [
+            { "id": "lb-droplets", "name": "wp-east-pool", "type": "REGIONAL", "region": "nyc1",
+              "forwarding_rules": rules, "droplet_ids": [101, 102], "tag": "",
+              "health_check": { "protocol": "http", "port": 80, "path": "/" } },
+            { "id": "lb-tag", "name": "wp-tagged", "type": "REGIONAL", "region": "nyc1",
+              "forwarding_rules": rules, "droplet_ids": [], "tag": "wp-east",
+              "sticky_sessions": { "type": "none" } },
+            { "id": "lb-global", "name": "wp-global", "type": "GLOBAL",
+              "forwarding_rules": rules, "target_load_balancer_ids": ["lb-droplets"],
+              "glb_settings": { "target_protocol": "http", "target_port": 80,
+                                "region_priorities": { "nyc1": 1, "sfo3": 2 } } }
+        ],
+        "domains": { "example.com": [
+            { "id": 1001, "type": "A", "name": "www", "data": "192.0.2.10", "ttl": 60 }
+        ] }
+    })
+}
+
+/// Knobs a test turns.
+#[derive(Clone)]
+pub struct Knobs {
+    pub min_interval: &'static str,
+    pub stabilisation: &'static str,
+    pub auto_failback: bool,
+    pub step_deadline: &'static str,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Self {
+            min_interval: "1s",
+            stabilisation: "3s",
+            auto_failback: true,
+            step_deadline: "10s",
+        }
+    }
+}
+
+pub struct Stack {
+    pub east: Moto,
+    pub west: Moto,
+    pub fake: FakeDo,
+    pub inbox: Inbox,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub http: reqwest::Client,
+    /// Every HTTP answer body the tests read, for the secret scan.
+    pub answers: Arc<Mutex<Vec<String>>>,
+    starts: u32,
+}
+
+impl Stack {
+    pub async fn start(knobs: Knobs) -> Stack {
+        let (east, west) = tokio::join!(Moto::start(), Moto::start());
+        for (m, r) in [(&east, EAST), (&west, WEST)] {
+            create_table(&client(r, &m.endpoint()).await, TABLE, true).await;
+        }
+        let fake = FakeDo::start(DO_TOKEN).await.unwrap();
+        fake.seed(&seed());
+        let (notify, inbox) = receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("webhook.token"), WEBHOOK_TOKEN).unwrap();
+        std::fs::write(d.join("admin.token"), ADMIN_TOKEN).unwrap();
+        std::fs::write(d.join("do.token"), DO_TOKEN).unwrap();
+        std::fs::write(
+            d.join("slack.url"),
+            format!("{notify}/slack/{SLACK_SECRET}"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("app.env"),
+            "# WordPress\nWP_ENV=production\nDYNAMODB_REGION=us-east-1\n",
+        )
+        .unwrap();
+        let port = free_port();
+        let config = format!(
+            r#"
+[prober]
+id = "resp-test"
+interval = "1s"
+attempt_timeout = "300ms"
+timeout = "800ms"
+
+[[region]]
+name = "{EAST}"
+endpoint = "{east_ep}"
+priority = 1
+[region.digitalocean]
+slug = "nyc1"
+droplet_ids = [101, 102]
+tag = "wp-east"
+ipv4 = "192.0.2.10"
+
+[[region]]
+name = "{WEST}"
+endpoint = "{west_ep}"
+priority = 2
+[region.digitalocean]
+slug = "sfo3"
+droplet_ids = [201, 202]
+tag = "wp-west"
+ipv4 = "192.0.2.20"
+
+[[table]]
+name = "{TABLE}"
+
+[responder]
+listen = "127.0.0.1:{port}"
+state_file = "{dir}/state.json"
+webhook_token_file = "{dir}/webhook.token"
+admin_token_file = "{dir}/admin.token"
+public_url = "http://127.0.0.1:{port}"
+tick = "200ms"
+
+[responder.policy]
+min_interval = "{min_interval}"
+stabilisation = "{stabilisation}"
+auto_failback = {auto_failback}
+retry_backoff = "1s"
+live_check_cooldown = "2s"
+
+[responder.app]
+env_file = "{dir}/app.env"
+reload_commands = [["sh", "-c", "echo \"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\" >> {dir}/reloads"]]
+command_timeout = "5s"
+
+[responder.steps]
+deadline = "{step_deadline}"
+
+[responder.digitalocean]
+api_url = "{do_url}"
+token_file = "{dir}/do.token"
+request_timeout = "1s"
+
+[[responder.digitalocean.load_balancer]]
+id = "lb-droplets"
+mode = "droplets"
+
+[[responder.digitalocean.load_balancer]]
+id = "lb-tag"
+mode = "tag"
+
+[[responder.digitalocean.load_balancer]]
+id = "lb-global"
+mode = "global"
+
+[[responder.digitalocean.dns_record]]
+domain = "example.com"
+record_id = 1001
+type = "A"
+ttl = 60
+
+[responder.notify]
+slack_webhook_url_file = "{dir}/slack.url"
+webhook_url = "{notify}/hook"
+"#,
+            east_ep = east.endpoint(),
+            west_ep = west.endpoint(),
+            dir = d.display(),
+            do_url = fake.url(),
+            min_interval = knobs.min_interval,
+            stabilisation = knobs.stabilisation,
+            auto_failback = knobs.auto_failback,
+            step_deadline = knobs.step_deadline,
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let mut s = Stack {
+            east,
+            west,
+            fake,
+            inbox,
+            dir,
+            port,
+            child: None,
+            http: reqwest::Client::new(),
+            answers: Arc::default(),
+            starts: 0,
+        };
+        s.spawn().await;
+        s
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the responder process (again) and waits until it is ready.
+    pub async fn spawn(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.path(&format!("responder-{}.log", self.starts))).unwrap();
+        let child = Command::new(BIN)
+            .args(["responder", "--log-format", "json", "--config"])
+            .arg(self.path("config.toml"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env(
+                "DYNAMO_FAILOVER_LOG",
+                "debug,aws_smithy_runtime=info,aws_config=info,hyper_util=info",
+            )
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the responder");
+        self.child = Some(child);
+        let url = format!("{}/readyz", self.base());
+        let http = self.http.clone();
+        wait_until(Duration::from_secs(20), "responder to be ready", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+
+    /// kill -9.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.ok();
+        }
+    }
+
+    fn keep(&self, text: &str) {
+        self.answers.lock().unwrap().push(text.to_string());
+    }
+
+    /// POSTs a webhook body with the right token; answers (status, body).
+    pub async fn alert(&self, body: &str) -> (u16, String) {
+        self.post(
+            "/alerts",
+            Some(WEBHOOK_TOKEN),
+            "application/json",
+            body.to_string(),
+        )
+        .await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: String,
+    ) -> (u16, String) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base()))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        self.keep(&text);
+        (status, text)
+    }
+
+    pub async fn state(&self) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/v1/state", self.base()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("state");
+        let text = r.text().await.unwrap();
+        self.keep(&text);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn active_region(&self) -> String {
+        let t = self
+            .http
+            .get(format!("{}/v1/active-region", self.base()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        t.trim().to_string()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let t = self
+            .http
+            .get(format!("{}/metrics", self.base()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        self.keep(&t);
+        t
+    }
+
+    /// Waits until the state shows no plan and `active` as the active region.
+    pub async fn wait_steady_in(&self, active: &str, limit: Duration) {
+        wait_until(limit, &format!("traffic to settle in {active}"), || async {
+            let s = self.state().await;
+            s["active_region"] == active && s["plan"].is_null()
+        })
+        .await;
+    }
+
+    pub fn reloads(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("reloads"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn env_value(&self) -> Option<String> {
+        dynamo_failover::adapters::app_config::read_value(
+            &std::fs::read_to_string(self.path("app.env")).unwrap(),
+            "DYNAMODB_REGION",
+        )
+    }
+
+    /// Every log line of every start of the responder.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.path(&format!("responder-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// No secret value in any log line, HTTP answer or notification.
+    pub fn assert_no_secrets(&self) {
+        let logs = self.logs();
+        assert!(!logs.is_empty(), "no logs captured");
+        let answers = self.answers.lock().unwrap().join("\n");
+        let notes = serde_json::to_string(&self.inbox.all()).unwrap();
+        for secret in [WEBHOOK_TOKEN, ADMIN_TOKEN, DO_TOKEN, SLACK_SECRET] {
+            assert!(!logs.contains(secret), "a secret appears in the logs");
+            assert!(
+                !answers.contains(secret),
+                "a secret appears in an HTTP answer"
+            );
+            assert!(
+                !notes.contains(secret),
+                "a secret appears in a notification"
+            );
+        }
+    }
+}
+
+/// A webhook body in Alertmanager 0.25's shape for one region-down alert.
+pub fn alert_body(region: &str, firing: bool, starts_at: &str) -> String {
+    let status = if firing { "firing" } else { "resolved" };
+    let ends = if firing {
+        "0001-01-01T00:00:00Z".to_string()
+    } else {
+        starts_at.replace("00.000Z", "09.000Z")
+    };
+    json!({
+        "receiver": "dynamo-failover",
+        "status": status,
+        "alerts": [{
+            "status": status,
+            "labels": { "alertname": "DynamoDBRegionUnavailable", "region": region, "action": "failover", "severity": "page" },
+            "annotations": { "summary": format!("DynamoDB in {region} is unavailable") },
+            "startsAt": starts_at,
+            "endsAt": ends,
+            "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=x",
+            "fingerprint": format!("fp-{region}"),
+        }],
+        "groupLabels": { "alertname": "DynamoDBRegionUnavailable", "region": region },
+        "commonLabels": { "alertname": "DynamoDBRegionUnavailable", "region": region },
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"DynamoDBRegionUnavailable\", region=\"{region}\"}}"),
+        "truncatedAlerts": 0
+    })
+    .to_string()
+}
