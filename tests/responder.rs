@@ -649,3 +649,66 @@ async fn bad_inputs_get_clear_codes_and_change_nothing() {
     );
     s.assert_no_secrets();
 }
+
+#[tokio::test]
+async fn the_operator_commands_drive_the_admin_api_and_print_tables() {
+    let s = Stack::start(Knobs::default()).await;
+    let (ok, out) = s.cli(&["status"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("active region   us-east-1")
+            && out.contains("REGION")
+            && out.contains("phase           steady"),
+        "{out}"
+    );
+    let (ok, out) = s.cli(&["failover", "--to", WEST]);
+    assert!(ok, "{out}");
+    assert!(out.contains("accepted; epoch 1"), "{out}");
+    s.wait_steady_in(WEST, Duration::from_secs(20)).await;
+    let (ok, out) = s.cli(&["status"]);
+    assert!(
+        ok && out.contains("operator") && out.contains("us-east-1 -> us-west-2"),
+        "{out}"
+    );
+    // Refusals are errors with the reason.
+    let (ok, out) = s.cli(&["failover", "--to", WEST]);
+    assert!(!ok && out.contains("already in us-west-2"), "{out}");
+    let (ok, out) = s.cli(&["pause"]);
+    assert!(ok && out.contains("paused"), "{out}");
+    assert_eq!(s.state().await["paused"], true);
+    let (ok, _) = s.cli(&["resume"]);
+    assert!(ok);
+    let (ok, out) = s.cli(&["failback"]);
+    assert!(ok, "{out}");
+    s.wait_steady_in(EAST, Duration::from_secs(20)).await;
+    assert_do_points_at(&s, EAST);
+    s.assert_no_secrets();
+}
+
+#[tokio::test]
+async fn a_failing_notifier_never_blocks_or_undoes_a_step() {
+    let s = Stack::start(Knobs {
+        notifiers_down: true,
+        ..Knobs::default()
+    })
+    .await;
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    s.wait_steady_in(WEST, Duration::from_secs(20)).await;
+    assert_do_points_at(&s, WEST);
+    wait_until(
+        Duration::from_secs(10),
+        "failed notifications to be counted",
+        || async {
+            sample(
+                &s.metrics().await,
+                "failover_notifications_total",
+                &[("channel", "webhook"), ("result", "failed")],
+            )
+            .unwrap_or(0.0)
+                >= 2.0
+        },
+    )
+    .await;
+    assert_eq!(s.env_value().as_deref(), Some(WEST));
+    s.assert_no_secrets();
+}

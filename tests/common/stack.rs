@@ -97,6 +97,8 @@ pub struct Knobs {
     pub stabilisation: &'static str,
     pub auto_failback: bool,
     pub step_deadline: &'static str,
+    /// Point both notifiers at a closed port.
+    pub notifiers_down: bool,
 }
 
 impl Default for Knobs {
@@ -106,6 +108,7 @@ impl Default for Knobs {
             stabilisation: "3s",
             auto_failback: true,
             step_deadline: "10s",
+            notifiers_down: false,
         }
     }
 }
@@ -132,7 +135,10 @@ impl Stack {
         }
         let fake = FakeDo::start(DO_TOKEN).await.unwrap();
         fake.seed(&seed());
-        let (notify, inbox) = receiver().await;
+        let (mut notify, inbox) = receiver().await;
+        if knobs.notifiers_down {
+            notify = format!("http://127.0.0.1:{}", free_port());
+        }
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("webhook.token"), WEBHOOK_TOKEN).unwrap();
@@ -400,6 +406,23 @@ webhook_url = "{notify}/hook"
             &std::fs::read_to_string(self.path("app.env")).unwrap(),
             "DYNAMODB_REGION",
         )
+    }
+
+    /// Runs an operator command of the binary against this responder; answers (success, stdout).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.path("config.toml"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.keep(&text);
+        (out.status.success(), text)
     }
 
     /// Every log line of every start of the responder.

@@ -1,0 +1,353 @@
+//! Responder benchmark (run through `scripts/bench/run responder`):
+//!
+//! 1. Overhead from a webhook (or operator request) sent to every step verified, over 200
+//!    failover/failback cycles against the fake DigitalOcean API (three load balancers, one DNS
+//!    record, the env file), with the live target probe's own time reported separately.
+//! 2. Acknowledgement time of 5,000 duplicate webhook deliveries from 50 concurrent senders, and
+//!    the number of transitions they caused (must be exactly one).
+//!
+//! Needs `MOTO_SERVER` (the live check probes two moto regions).
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "bench-webhook-token";
+const ADMIN: &str = "bench-admin-token";
+const DO_TOKEN: &str = "bench-do-token";
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn moto() -> (tokio::process::Child, String) {
+    let bin = std::env::var("MOTO_SERVER").expect("MOTO_SERVER must point at moto_server");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..300 {
+        if reqwest::get(format!("{url}/moto-api/")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, url)
+}
+
+async fn seed_table(endpoint: &str, region: &str) {
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
+        .region(Region::new(region.to_string()))
+        .load()
+        .await;
+    let c = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&shared)
+            .endpoint_url(endpoint)
+            .build(),
+    );
+    c.create_table()
+        .table_name("wordpress_posts")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    c.put_item()
+        .table_name("wordpress_posts")
+        .item("pk", AttributeValue::S("dynamo-failover-health".into()))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn alert(region: &str, firing: bool, starts: &str) -> String {
+    let status = if firing { "firing" } else { "resolved" };
+    json!({"receiver": "r", "status": status, "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0,
+        "alerts": [{"status": status, "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "fp-east",
+            "labels": {"alertname": "DynamoDBRegionUnavailable", "region": region}, "annotations": {}}]})
+    .to_string()
+}
+
+#[tokio::main]
+async fn main() {
+    let (_east_proc, east) = moto().await;
+    let (_west_proc, west) = moto().await;
+    seed_table(&east, "us-east-1").await;
+    seed_table(&west, "us-west-2").await;
+    let fake = fake_digitalocean::FakeDo::start_with_limit("127.0.0.1:0", DO_TOKEN, 1_000_000)
+        .await
+        .unwrap();
+    let rules = json!([{"entry_protocol": "http", "entry_port": 80, "target_protocol": "http", "target_port": 80}]);
+    fake.seed(&json!({
+        "load_balancers": [
+            {"id": "lb-d", "type": "REGIONAL", "region": "nyc1", "forwarding_rules": rules, "droplet_ids": [1, 2]},
+            {"id": "lb-t", "type": "REGIONAL", "region": "nyc1", "forwarding_rules": rules, "droplet_ids": [], "tag": "east"},
+            {"id": "lb-g", "type": "GLOBAL", "forwarding_rules": rules,
+             "glb_settings": {"target_protocol": "http", "target_port": 80, "region_priorities": {"nyc1": 1, "sfo3": 2}}}],
+        "domains": {"example.com": [{"id": 7, "type": "A", "name": "www", "data": "192.0.2.1", "ttl": 60}]}
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    for (f, v) in [("w", TOKEN), ("a", ADMIN), ("do", DO_TOKEN)] {
+        std::fs::write(dir.path().join(f), v).unwrap();
+    }
+    let config = format!(
+        r#"
+[prober]
+id = "bench"
+interval = "1s"
+attempt_timeout = "300ms"
+timeout = "800ms"
+[[region]]
+name = "us-east-1"
+endpoint = "{east}"
+priority = 1
+digitalocean = {{ slug = "nyc1", droplet_ids = [1, 2], tag = "east", ipv4 = "192.0.2.1" }}
+[[region]]
+name = "us-west-2"
+endpoint = "{west}"
+priority = 2
+digitalocean = {{ slug = "sfo3", droplet_ids = [3, 4], tag = "west", ipv4 = "192.0.2.2" }}
+[[table]]
+name = "wordpress_posts"
+[responder]
+listen = "127.0.0.1:0"
+state_file = "{d}/state.json"
+webhook_token_file = "{d}/w"
+admin_token_file = "{d}/a"
+tick = "1s"
+[responder.policy]
+min_interval = "1ms"
+stabilisation = "1h"
+auto_failback = false
+[responder.app]
+env_file = "{d}/app.env"
+[responder.digitalocean]
+api_url = "{do_url}"
+token_file = "{d}/do"
+[[responder.digitalocean.load_balancer]]
+id = "lb-d"
+mode = "droplets"
+[[responder.digitalocean.load_balancer]]
+id = "lb-t"
+mode = "tag"
+[[responder.digitalocean.load_balancer]]
+id = "lb-g"
+mode = "global"
+[[responder.digitalocean.dns_record]]
+domain = "example.com"
+record_id = 7
+type = "A"
+"#,
+        do_url = fake.url()
+    );
+    let config = dynamo_failover::config::Config::parse(&config).expect("bench config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
+        .region(Region::new("us-east-1"))
+        .load()
+        .await;
+    let (trigger, stop) = dynamo_failover::shutdown::channel();
+    tokio::spawn(dynamo_failover::responder::run(
+        config, shared, listener, stop,
+    ));
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let state = |http: reqwest::Client, base: String| async move {
+        http.get(format!("{base}/v1/state"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let settled = |s: &Value, region: &str| s["active_region"] == region && s["plan"].is_null();
+
+    // 1. Cycles.
+    let cycles = 200;
+    let mut over = Vec::with_capacity(cycles);
+    let mut back = Vec::with_capacity(cycles);
+    for i in 0..cycles {
+        let starts = format!(
+            "2026-11-26T{:02}:{:02}:{:02}.000Z",
+            i / 3600,
+            (i / 60) % 60,
+            i % 60
+        );
+        let t = Instant::now();
+        let r = http
+            .post(format!("{base}/alerts"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(alert("us-east-1", true, &starts))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        while !settled(&state(http.clone(), base.clone()).await, "us-west-2") {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        over.push(t.elapsed().as_secs_f64() * 1000.0);
+        // Home recovers; an operator fails back (automatic failback is off for the benchmark).
+        http.post(format!("{base}/alerts"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(alert("us-east-1", false, &starts))
+            .send()
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let r = http
+            .post(format!("{base}/v1/failback"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        while !settled(&state(http.clone(), base.clone()).await, "us-east-1") {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        back.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let live_ms = 1000.0 * value("failover_step_duration_seconds_sum{step=\"live_check\"}")
+        / value("failover_step_duration_seconds_count{step=\"live_check\"}").max(1.0);
+    let mut all: Vec<f64> = over.iter().chain(back.iter()).copied().collect();
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("# responder benchmark\n");
+    println!("## webhook received -> every step verified, {} transitions ({cycles} failover/failback cycles)", all.len());
+    println!("steps per transition: env file, 3 load balancers (droplets, tag, global), 1 DNS record; fake DigitalOcean API on loopback");
+    println!(
+        "including the live target check: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        all[all.len() - 1]
+    );
+    let mut without: Vec<f64> = all.iter().map(|x| (x - live_ms).max(0.0)).collect();
+    without.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("live target check alone (moto, 2 calls per table): mean {live_ms:.2} ms");
+    println!("responder overhead without the live check: median {:.2} ms, p99 {:.2} ms (floor: p99 < 50 ms)", pct(&without, 0.5), pct(&without, 0.99));
+    let overhead_ok = pct(&without, 0.99) < 50.0;
+
+    // 2. Storm.
+    let before = state(http.clone(), base.clone()).await["epoch"]
+        .as_u64()
+        .unwrap();
+    let body = alert("us-east-1", true, "2026-11-27T00:00:00.000Z");
+    let mut senders = Vec::new();
+    let start = Instant::now();
+    for _ in 0..50 {
+        let (http, base, body) = (http.clone(), base.clone(), body.clone());
+        senders.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100);
+            for _ in 0..100 {
+                let t = Instant::now();
+                let r = http
+                    .post(format!("{base}/alerts"))
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut acks = Vec::new();
+    for s in senders {
+        acks.extend(s.await.unwrap());
+    }
+    let wall = start.elapsed();
+    acks.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    while !settled(&state(http.clone(), base.clone()).await, "us-west-2") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = state(http.clone(), base.clone()).await["epoch"]
+        .as_u64()
+        .unwrap();
+    println!(
+        "\n## webhook storm: {} duplicate deliveries from 50 concurrent senders in {:.2} s",
+        acks.len(),
+        wall.as_secs_f64()
+    );
+    println!(
+        "acknowledgement: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (floor: p99 < 5 ms)",
+        pct(&acks, 0.5),
+        pct(&acks, 0.99),
+        acks[acks.len() - 1]
+    );
+    println!("transitions caused: {} (must be exactly 1)", after - before);
+    let storm_ok = pct(&acks, 0.99) < 5.0 && after - before == 1;
+    println!(
+        "\nfloors: {}",
+        if overhead_ok && storm_ok {
+            "MET"
+        } else {
+            "NOT MET"
+        }
+    );
+    trigger.fire();
+    std::process::exit(if overhead_ok && storm_ok { 0 } else { 1 });
+}
