@@ -134,6 +134,12 @@ impl Engine {
         self: &Arc<Self>,
         events: &[Event],
     ) -> Result<Vec<Option<String>>, SubmitError> {
+        // Fast path for repeats and duplicates: if the events change nothing in the latest stored
+        // state, what they say is already durable and there is nothing to do. Alert records only
+        // move forward, so an event that is a no-op on this snapshot is a no-op on any newer state.
+        if self.changes_nothing(events) {
+            return Ok(vec![None; events.len()]);
+        }
         let mut cur = self.current.lock().await;
         let now = self.parts.clock.now_ms();
         let mut state = cur.state.clone();
@@ -156,6 +162,15 @@ impl Engine {
         drop(cur);
         self.clone().run_effects(effects);
         Ok(answers)
+    }
+
+    fn changes_nothing(&self, events: &[Event]) -> bool {
+        let snap = self.snapshot();
+        let now = self.parts.clock.now_ms();
+        events.iter().all(|e| {
+            let d = decide(&snap, e, now, &self.parts.policy, &self.step_names);
+            d.rejected.is_none() && d.effects.is_empty() && d.state == *snap
+        })
     }
 
     fn observe(&self, s: &State) {
