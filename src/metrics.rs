@@ -294,7 +294,11 @@ impl ResponderMetrics {
         }
         for s in steps {
             step_duration.with_label_values(&[s]);
+            for r in crate::ports::FailReason::ALL {
+                step_failures.with_label_values(&[s, r.as_str()]);
+            }
         }
+        step_failures.with_label_values(&["live_check", "target_unhealthy"]);
         for r in WEBHOOK_RESULTS {
             webhook_requests.with_label_values(&[r]);
         }

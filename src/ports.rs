@@ -51,6 +51,19 @@ pub enum FailReason {
 }
 
 impl FailReason {
+    pub const ALL: [FailReason; 10] = [
+        FailReason::Timeout,
+        FailReason::RateLimited,
+        FailReason::ServerError,
+        FailReason::Busy,
+        FailReason::Rejected,
+        FailReason::Io,
+        FailReason::CommandFailed,
+        FailReason::VerifyFailed,
+        FailReason::NotFound,
+        FailReason::Unauthorized,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailReason::Timeout => "timeout",

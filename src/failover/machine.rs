@@ -320,6 +320,30 @@ impl State {
     }
 }
 
+/// True when `event` is an alert the state already accounts for: a duplicate, a repeat, a late
+/// copy of an older episode, a firing overtaken by its resolved, or an unknown region. Applying it
+/// changes nothing, so it needs no write. (Kept in step with the alert arm of `apply`; a test
+/// checks the two agree.)
+pub fn is_known_alert(s: &State, event: &Event) -> bool {
+    let Event::Alert {
+        fingerprint,
+        region,
+        firing,
+        starts_at_ms,
+    } = event
+    else {
+        return false;
+    };
+    if !s.health.contains_key(region) {
+        return true;
+    }
+    s.alerts.get(fingerprint).is_some_and(|a| {
+        a.starts_at_ms > *starts_at_ms
+            || (a.starts_at_ms == *starts_at_ms
+                && ((!a.firing && *firing) || (a.firing == *firing && a.region == *region)))
+    })
+}
+
 /// Names of a plan's steps, in order, fixed by the config.
 pub type StepNames = Vec<String>;
 
@@ -1357,6 +1381,48 @@ mod tests {
             NOW + 20,
         );
         assert!(d.state.plan.is_some());
+    }
+
+    #[test]
+    fn the_known_alert_shortcut_agrees_with_decide() {
+        let states = [
+            steady_home(),
+            checking(),
+            running(),
+            failed(),
+            paused(),
+            blocked(),
+            feed(steady_home(), &[resolve("a")], NOW),
+        ];
+        let mut events = Vec::new();
+        for region in ["a", "b", "c", "mars"] {
+            for firing in [true, false] {
+                for starts_at_ms in [50, 100, 150] {
+                    for fp in [format!("f-{region}"), "f-other".to_string()] {
+                        events.push(Event::Alert {
+                            fingerprint: fp,
+                            region: region.into(),
+                            firing,
+                            starts_at_ms,
+                        });
+                    }
+                }
+            }
+        }
+        for s in &states {
+            for e in &events {
+                if is_known_alert(s, e) {
+                    let mut probe = s.clone();
+                    let mut fx = Vec::new();
+                    apply(&mut probe, e, NOW, &policy(), &steps(), &mut fx).unwrap();
+                    assert_eq!(&probe, s, "{e:?} is called known but changes the state");
+                    assert!(fx.is_empty());
+                }
+            }
+        }
+        // And it does recognise the common case.
+        assert!(is_known_alert(&checking(), &fire("a")));
+        assert!(!is_known_alert(&steady_home(), &fire("a")));
     }
 
     #[test]

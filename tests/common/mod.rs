@@ -68,7 +68,16 @@ pub struct Moto {
 
 impl Moto {
     pub async fn start() -> Moto {
-        let port = free_port();
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts a fresh (empty) moto on the port of one that was stopped: the region comes back.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        *self = Self::start_on(self.port).await;
+    }
+
+    pub async fn start_on(port: u16) -> Moto {
         let child = Command::new(moto_bin())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())

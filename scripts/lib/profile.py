@@ -1,0 +1,69 @@
+"""Derives a deployment of the monitoring files from the shipped ones, without hand-written copies.
+
+  profile.py OUT_DIR [--fast] [--exporters H:P,H:P] [--responder H:P] [--alertmanager H:P]
+                     [--webhook-token-file PATH]
+
+--fast replaces every value on a line ending in `# fast: X` by X (the fast profile of the
+end-to-end test and the demo). The other options point the scrape targets, the Alertmanager
+target and the responder webhook at the given addresses. Writes OUT_DIR/prometheus.yml,
+OUT_DIR/rules/*.yml and OUT_DIR/alertmanager.yml.
+"""
+import argparse
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FAST = re.compile(r"^(\s*[\w-]+:\s*)(\S+)(\s*#\s*fast:\s*(\S+).*)$")
+
+
+def fast(text):
+    out = []
+    for line in text.splitlines():
+        m = FAST.match(line)
+        out.append(f"{m.group(1)}{m.group(4)}{m.group(3)}" if m else line)
+    return "\n".join(out) + "\n"
+
+
+def replace_once(text, pattern, repl, what):
+    new, n = re.subn(pattern, repl, text, count=1, flags=re.S)
+    if n != 1:
+        sys.exit(f"profile.py: cannot find {what} in the shipped file")
+    return new
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--fast", action="store_true")
+    p.add_argument("--exporters")
+    p.add_argument("--responder")
+    p.add_argument("--alertmanager")
+    p.add_argument("--webhook-token-file")
+    a = p.parse_args()
+    out = pathlib.Path(a.out)
+    (out / "rules").mkdir(parents=True, exist_ok=True)
+    f = fast if a.fast else (lambda t: t)
+
+    prom = f((ROOT / "prometheus/prometheus.yml").read_text())
+    if a.alertmanager:
+        prom = replace_once(prom, r'(alertmanagers:.*?targets: )\[[^\]]*\]', rf'\g<1>["{a.alertmanager}"]', "the Alertmanager target")
+    if a.exporters:
+        targets = ", ".join(f'"{t}"' for t in a.exporters.split(","))
+        prom = replace_once(prom, r'(job_name: dynamo-failover-exporter.*?targets: )\[[^\]]*\]', rf"\g<1>[{targets}]", "the exporter targets")
+    if a.responder:
+        prom = replace_once(prom, r'(job_name: dynamo-failover-responder.*?targets: )\[[^\]]*\]', rf'\g<1>["{a.responder}"]', "the responder target")
+    (out / "prometheus.yml").write_text(prom)
+    for rules in sorted((ROOT / "prometheus/rules").glob("*.yml")):
+        (out / "rules" / rules.name).write_text(f(rules.read_text()))
+
+    am = f((ROOT / "alertmanager/alertmanager.yml").read_text())
+    if a.responder:
+        am = replace_once(am, r"url: http://[^/\s]+/alerts", f"url: http://{a.responder}/alerts", "the responder webhook URL")
+    if a.webhook_token_file:
+        am = replace_once(am, r"credentials_file: \S+", f"credentials_file: {a.webhook_token_file}", "the webhook credentials_file")
+    (out / "alertmanager.yml").write_text(am)
+
+
+if __name__ == "__main__":
+    main()
