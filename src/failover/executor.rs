@@ -52,6 +52,15 @@ pub struct Engine {
     ready: AtomicBool,
 }
 
+/// What [`Engine::submit`] did with a batch of events.
+#[derive(Debug)]
+pub struct Submitted {
+    /// Per event: the refusal reason of an operator request, or None.
+    pub refusals: Vec<Option<String>>,
+    /// Whether the state changed (and was stored); false for duplicates and repeats.
+    pub changed: bool,
+}
+
 /// The engine could not record an event.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -130,16 +139,16 @@ impl Engine {
 
     /// Decides every event in order, stores the result once, then starts the effects. Answers the
     /// refusal reason of each event (None when accepted). Nothing is changed if storing fails.
-    pub async fn submit(
-        self: &Arc<Self>,
-        events: &[Event],
-    ) -> Result<Vec<Option<String>>, SubmitError> {
+    pub async fn submit(self: &Arc<Self>, events: &[Event]) -> Result<Submitted, SubmitError> {
         // Fast path for repeats and duplicates: alerts the latest stored state already accounts
         // for are durable already and change nothing. Alert records only move forward, so one
         // known to this snapshot is known to any newer state. (Time-based follow-ups are the
         // ticker's job.)
         if self.changes_nothing(events) {
-            return Ok(vec![None; events.len()]);
+            return Ok(Submitted {
+                refusals: vec![None; events.len()],
+                changed: false,
+            });
         }
         let mut cur = self.current.lock().await;
         let now = self.parts.clock.now_ms();
@@ -152,7 +161,8 @@ impl Engine {
             state = d.state;
             effects.extend(d.effects);
         }
-        if state != cur.state {
+        let changed = state != cur.state;
+        if changed {
             let version = self.parts.store.save(&state, cur.version).await?;
             cur.version = version;
             cur.state = state.clone();
@@ -162,7 +172,10 @@ impl Engine {
         }
         drop(cur);
         self.clone().run_effects(effects);
-        Ok(answers)
+        Ok(Submitted {
+            refusals: answers,
+            changed,
+        })
     }
 
     fn changes_nothing(&self, events: &[Event]) -> bool {

@@ -176,8 +176,17 @@ async fn webhook(
             "Alertmanager truncated this group; the missing alerts arrive with the next notification");
     }
     match s.engine.submit(&parsed.events).await {
-        Ok(_) => {
+        Ok(done) => {
             count("accepted");
+            if done.changed {
+                tracing::info!(status = %payload_status(&parsed), alerts = parsed.events.len(),
+                    ignored = parsed.ignored.len(), "webhook received");
+            } else {
+                tracing::debug!(
+                    alerts = parsed.events.len(),
+                    "webhook received: nothing new"
+                );
+            }
             (
                 StatusCode::OK,
                 Json(json!({
@@ -199,6 +208,15 @@ async fn webhook(
             .into_response()
         }
     }
+}
+
+fn payload_status(p: &Parsed) -> String {
+    let firing = p
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Alert { firing: true, .. }))
+        .count();
+    format!("{firing} firing, {} resolved", p.events.len() - firing)
 }
 
 async fn get_state(
@@ -257,7 +275,7 @@ async fn operator(s: &ResponderState, event: Event) -> Result<Response, ApiError
                 "the state store cannot record the request now",
             )
         })?;
-    if let Some(Some(reason)) = answers.first() {
+    if let Some(Some(reason)) = answers.refusals.first() {
         let status = if reason.starts_with("unknown region") {
             StatusCode::BAD_REQUEST
         } else {
