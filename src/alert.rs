@@ -203,6 +203,26 @@ mod tests {
     }
 
     #[test]
+    fn a_grouped_body_with_firing_and_resolved_alerts_for_two_regions_gives_every_event() {
+        let body = r#"{"version":"4","status":"firing","receiver":"r","groupKey":"{}:{}","truncatedAlerts":2,
+          "alerts":[
+            {"status":"firing","labels":{"alertname":"DynamoDBRegionUnavailable","region":"us-east-1"},"startsAt":"2026-11-26T05:00:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"a"},
+            {"status":"resolved","labels":{"alertname":"DynamoDBRegionUnavailable","region":"us-west-2"},"startsAt":"2026-11-26T04:00:00Z","endsAt":"2026-11-26T04:30:00Z","fingerprint":"b"},
+            {"status":"firing","labels":{"alertname":"DynamoDBRegionDegraded","region":"us-west-2"},"startsAt":"2026-11-26T04:00:00Z","fingerprint":"c"}]}"#;
+        let p = parse(body.as_bytes()).unwrap();
+        let parsed = Parsed::try_from((&p, &cfg(), regions().as_slice())).unwrap();
+        assert_eq!(parsed.truncated, 2);
+        assert_eq!(parsed.events.len(), 2);
+        assert!(
+            matches!(&parsed.events[0], Event::Alert { region, firing: true, .. } if region == "us-east-1")
+        );
+        assert!(
+            matches!(&parsed.events[1], Event::Alert { region, firing: false, .. } if region == "us-west-2")
+        );
+        assert_eq!(parsed.ignored.len(), 1);
+    }
+
+    #[test]
     fn bad_bodies_name_the_problem() {
         assert!(matches!(parse(b"{}"), Err(PayloadError::Shape(_))));
         assert!(matches!(parse(b"not json"), Err(PayloadError::Shape(_))));

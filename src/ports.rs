@@ -48,10 +48,11 @@ pub enum FailReason {
     VerifyFailed,
     NotFound,
     Unauthorized,
+    Fenced,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 10] = [
+    pub const ALL: [FailReason; 11] = [
         FailReason::Timeout,
         FailReason::RateLimited,
         FailReason::ServerError,
@@ -62,6 +63,7 @@ impl FailReason {
         FailReason::VerifyFailed,
         FailReason::NotFound,
         FailReason::Unauthorized,
+        FailReason::Fenced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +78,7 @@ impl FailReason {
             FailReason::VerifyFailed => "verify_failed",
             FailReason::NotFound => "not_found",
             FailReason::Unauthorized => "unauthorized",
+            FailReason::Fenced => "fenced",
         }
     }
 }
@@ -99,6 +102,41 @@ impl StepError {
     }
 }
 
+/// Asked before every side effect: may this replica still act? (It holds the lease and the plan
+/// is still the current one.) A step that is told no stops at once.
+pub trait Fence: Send + Sync {
+    fn may_act(&self) -> bool;
+}
+
+/// Always yes: for tools and tests that run steps outside a responder.
+pub struct NoFence;
+
+impl Fence for NoFence {
+    fn may_act(&self) -> bool {
+        true
+    }
+}
+
+impl StepError {
+    /// The error a step answers when its fence says no.
+    pub fn fenced() -> Self {
+        StepError::new(
+            FailReason::Fenced,
+            "this replica may no longer act (lease lost or plan superseded); stopped before the side effect",
+            false,
+        )
+    }
+}
+
+/// Answers [`StepError::fenced`] unless the fence allows acting.
+pub fn check(fence: &dyn Fence) -> Result<(), StepError> {
+    if fence.may_act() {
+        Ok(())
+    } else {
+        Err(StepError::fenced())
+    }
+}
+
 /// One idempotent reconfiguration: read what is there, change only what differs, read back.
 #[async_trait]
 pub trait Step: Send + Sync {
@@ -106,8 +144,9 @@ pub trait Step: Send + Sync {
     fn name(&self) -> String;
     /// The bounded `step` metric label: `app_config`, `load_balancer` or `dns`.
     fn kind(&self) -> &'static str;
-    /// Makes the target region active; answers what it did ("unchanged" included).
-    async fn apply(&self, to: &str, epoch: u64) -> Result<String, StepError>;
+    /// Makes the target region active; answers what it did ("unchanged" included). Calls
+    /// [`check`] on `fence` right before every change it makes.
+    async fn apply(&self, to: &str, epoch: u64, fence: &dyn Fence) -> Result<String, StepError>;
 }
 
 /// Probes a region live before traffic moves there.
@@ -150,4 +189,35 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         crate::clock::unix_micros() / 1000
     }
+}
+
+/// What a replica knows of the lease it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseView {
+    /// Raised each time the lease changes hands: a fencing token.
+    pub epoch: u64,
+    pub expires_at_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("the lease is held by another replica")]
+    HeldElsewhere,
+    #[error("lease store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The one-actor lease of responder replicas: taken when free or expired, renewed only by its
+/// holder, both with conditional writes.
+#[async_trait]
+pub trait Lease: Send + Sync {
+    /// Renews the lease if `holder` has it, or takes it if it is free or expired.
+    async fn acquire(
+        &self,
+        holder: &str,
+        now_ms: u64,
+        duration: std::time::Duration,
+    ) -> Result<LeaseView, LeaseError>;
+    /// Gives the lease up (on a clean shutdown), so another replica need not wait for expiry.
+    async fn release(&self, holder: &str);
 }

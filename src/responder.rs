@@ -2,25 +2,22 @@
 //! notifiers), serves the webhook and admin API, and ticks the decision clock until shutdown.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
 use crate::adapters::{
-    app_config, digitalocean, live_check, notify, prometheus as prom, state_file,
+    app_config, digitalocean, live_check, notify, prometheus as prom, state_dynamodb, state_file,
 };
+use crate::config::responder::StoreConfig;
 use crate::config::Config;
-use crate::failover::executor::{Engine, Links, Parts};
+use crate::failover::executor::{Engine, Ha, Links, Parts};
 use crate::failover::machine::Event;
 use crate::http::responder::{router, ResponderState};
 use crate::metrics::{register_common, ResponderMetrics};
 use crate::ports::{Notifier, Step, SystemClock};
 use crate::shutdown::Shutdown;
-
-/// How long one request (body included) may take before it is cut off.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The configured steps, in plan order: application config, load balancers, DNS records.
 pub fn steps(config: &Config) -> anyhow::Result<Vec<Arc<dyn Step>>> {
@@ -72,7 +69,48 @@ pub async fn run(
     kinds.dedup();
     let metrics = ResponderMetrics::register(&registry, &regions, &kinds)
         .context("registering responder metrics")?;
-    let store = state_file::FileStore::open(&r.state_file).context("opening the state store")?;
+    let (store, ha): (Arc<dyn crate::ports::StateStore>, Option<Ha>) = match &r.store {
+        StoreConfig::File { path } => (
+            Arc::new(state_file::FileStore::open(path).context("opening the state store")?),
+            None,
+        ),
+        StoreConfig::Dynamodb {
+            table,
+            region,
+            endpoint,
+            replica,
+            lease,
+            renew,
+            timeout,
+        } => {
+            let mut b = aws_sdk_dynamodb::config::Builder::from(&shared)
+                .region(aws_sdk_dynamodb::config::Region::new(region.clone()))
+                .timeout_config(
+                    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                        .operation_timeout(*timeout)
+                        .connect_timeout(*timeout)
+                        .build(),
+                );
+            if let Some(ep) = endpoint {
+                b = b.endpoint_url(ep);
+            }
+            let ddb = Arc::new(state_dynamodb::DynamoStore::new(
+                aws_sdk_dynamodb::Client::from_conf(b.build()),
+                table,
+                *timeout,
+            ));
+            ddb.check_table()
+                .await
+                .map_err(|e| anyhow::anyhow!("the state table cannot be used: {e}"))?;
+            let ha = Ha {
+                lease: ddb.clone(),
+                replica: replica.clone(),
+                duration: *lease,
+                renew_every: *renew,
+            };
+            (ddb, Some(ha))
+        }
+    };
     let notifiers: Vec<Arc<dyn Notifier>> = notify::from_config(&r.notify)
         .into_iter()
         .map(Arc::from)
@@ -80,7 +118,7 @@ pub async fn run(
     let parts = Parts {
         policy: r.policy(&config.regions),
         steps,
-        store: Arc::new(store),
+        store,
         live: Arc::new(live_check::ProbeLiveCheck::new(
             &config,
             &shared,
@@ -101,13 +139,15 @@ pub async fn run(
             prometheus: r.prometheus_url.clone(),
         },
         step_deadline: r.step_deadline,
+        ha,
     };
     let engine = Engine::start(parts)
         .await
         .context("loading the failover state")?;
     let snap = engine.snapshot();
     tracing::info!(listen = %listener.local_addr()?, active = %snap.active, epoch = snap.epoch,
-        paused = snap.paused, state_file = %r.state_file.display(), "responder started");
+        paused = snap.paused, role = engine.role(), "responder started");
+    let lease_loop = engine.spawn_lease_loop(shutdown.clone());
 
     let ticker = {
         let engine = engine.clone();
@@ -118,7 +158,11 @@ pub async fn run(
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    // Time-based decisions are the acting replica's; followers only record events.
                     _ = t.tick() => {
+                        if !engine.is_leader() {
+                            continue;
+                        }
                         if let Err(e) = engine.submit(&[Event::Tick]).await {
                             tracing::error!(error = %e, "cannot record a tick");
                         }
@@ -137,13 +181,16 @@ pub async fn run(
         admin_token: r.admin_token.clone(),
         regions: Arc::new(regions),
     };
-    let app = router(state, r.max_body_bytes, REQUEST_TIMEOUT);
+    let app = router(state, r.max_body_bytes, r.request_timeout);
     let mut stop = shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.wait().await })
         .await
         .context("serving HTTP")?;
     let _ = ticker.await;
+    if let Some(l) = lease_loop {
+        let _ = l.await;
+    }
     tracing::info!("responder stopped");
     Ok(())
 }

@@ -326,7 +326,7 @@ def main():
     start("prometheus", ["prometheus", f"--config.file={prof}/prometheus.yml", f"--storage.tsdb.path={run}/prom-data",
                          f"--web.listen-address=127.0.0.1:{PORTS['prometheus']}",
                          f"--web.external-url=http://127.0.0.1:{PORTS['prometheus']}"], run)
-    wait("the responder", lambda: http(f"http://127.0.0.1:{PORTS['responder']}/readyz") == "ready\n")
+    wait("the responder", lambda: http(f"http://127.0.0.1:{PORTS['responder']}/readyz").startswith("ready"))
     # Warm up: the rules have judged the region healthy for a while, as in any running system.
     wait("Prometheus to see all probers and evaluate the rules for 10 s", lambda: len(prom_query("up == 1")) == 4 and
          prom_query(f'count_over_time(dynamodb:region:reporting_probers{{region="{EAST}"}}[10s]) >= 9') != [], 90)

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::config::responder::AppConfig;
 use crate::failover::APP_CONFIG_STEP;
-use crate::ports::{FailReason, Step, StepError};
+use crate::ports::{check, FailReason, Fence, Step, StepError};
 
 pub struct AppConfigStep {
     env_file: PathBuf,
@@ -97,7 +97,7 @@ impl Step for AppConfigStep {
         "app_config"
     }
 
-    async fn apply(&self, to: &str, epoch: u64) -> Result<String, StepError> {
+    async fn apply(&self, to: &str, epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {
         let io = |what: String, e: std::io::Error| {
             StepError::new(FailReason::Io, format!("{what}: {e}"), true)
         };
@@ -108,6 +108,7 @@ impl Step for AppConfigStep {
         };
         let changed = read_value(&current, &self.key).as_deref() != Some(to);
         if changed {
+            check(fence)?;
             let body = with_value(&current, &self.key, to);
             let path = self.env_file.clone();
             tokio::task::spawn_blocking(move || write_atomically(&path, &body))
@@ -134,6 +135,7 @@ impl Step for AppConfigStep {
         // died before reloading, and reloading twice is harmless where reloading zero times is not.
         let mut ran = Vec::new();
         for cmd in &self.reload {
+            check(fence)?;
             let out = tokio::time::timeout(
                 self.timeout,
                 tokio::process::Command::new(&cmd[0])

@@ -19,7 +19,7 @@ use crate::config::responder::{
     DigitalOceanConfig, DnsRecordConfig, LbMode, LoadBalancerConfig, RecordType,
 };
 use crate::config::RegionConfig;
-use crate::ports::{FailReason, Step, StepError};
+use crate::ports::{check, FailReason, Fence, Step, StepError};
 use crate::secret::Secret;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -258,7 +258,8 @@ impl LoadBalancerStep {
         Ok(v["load_balancer"].clone())
     }
 
-    async fn put(&self, body: &Value) -> Result<(), StepError> {
+    async fn put(&self, body: &Value, fence: &dyn Fence) -> Result<(), StepError> {
+        check(fence)?;
         self.client
             .call(
                 Method::PUT,
@@ -276,7 +277,7 @@ impl LoadBalancerStep {
             .unwrap_or_default()
     }
 
-    async fn apply_droplets(&self, to: &str) -> Result<String, StepError> {
+    async fn apply_droplets(&self, to: &str, fence: &dyn Fence) -> Result<String, StepError> {
         let lb = self.get().await?;
         if lb["tag"].as_str().is_some_and(|t| !t.is_empty()) {
             return Err(StepError::new(
@@ -306,11 +307,13 @@ impl LoadBalancerStep {
         let path = format!("/v2/load_balancers/{}/droplets", self.lb.id);
         // Add first, then remove: the pool is never empty in between.
         if !add.is_empty() {
+            check(fence)?;
             self.client
                 .call(Method::POST, &path, Some(&json!({ "droplet_ids": add })))
                 .await?;
         }
         if !remove.is_empty() {
+            check(fence)?;
             self.client
                 .call(
                     Method::DELETE,
@@ -355,7 +358,7 @@ impl LoadBalancerStep {
         body
     }
 
-    async fn apply_tag(&self, to: &str) -> Result<String, StepError> {
+    async fn apply_tag(&self, to: &str, fence: &dyn Fence) -> Result<String, StepError> {
         let want = region(&self.regions, to)?
             .digitalocean
             .tag
@@ -373,7 +376,7 @@ impl LoadBalancerStep {
         if let Some(o) = body.as_object_mut() {
             o.remove("droplet_ids");
         }
-        self.put(&body).await?;
+        self.put(&body, fence).await?;
         let after = self.get().await?;
         if after["tag"].as_str() != Some(want.as_str()) {
             return Err(StepError::new(
@@ -401,7 +404,7 @@ impl LoadBalancerStep {
             .collect()
     }
 
-    async fn apply_global(&self, to: &str) -> Result<String, StepError> {
+    async fn apply_global(&self, to: &str, fence: &dyn Fence) -> Result<String, StepError> {
         let lb = self.get().await?;
         if lb["type"].as_str() != Some("GLOBAL") {
             return Err(StepError::new(
@@ -425,7 +428,7 @@ impl LoadBalancerStep {
         }
         let mut body = Self::put_body(&lb);
         body["glb_settings"]["region_priorities"] = json!(want);
-        self.put(&body).await?;
+        self.put(&body, fence).await?;
         let after = self.get().await?;
         let got: BTreeMap<String, u64> =
             serde_json::from_value(after["glb_settings"]["region_priorities"].clone())
@@ -457,11 +460,11 @@ impl Step for LoadBalancerStep {
         "load_balancer"
     }
 
-    async fn apply(&self, to: &str, _epoch: u64) -> Result<String, StepError> {
+    async fn apply(&self, to: &str, _epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {
         match self.lb.mode {
-            LbMode::Droplets => self.apply_droplets(to).await,
-            LbMode::Tag => self.apply_tag(to).await,
-            LbMode::Global => self.apply_global(to).await,
+            LbMode::Droplets => self.apply_droplets(to, fence).await,
+            LbMode::Tag => self.apply_tag(to, fence).await,
+            LbMode::Global => self.apply_global(to, fence).await,
         }
     }
 }
@@ -509,7 +512,7 @@ impl Step for DnsStep {
         "dns"
     }
 
-    async fn apply(&self, to: &str, _epoch: u64) -> Result<String, StepError> {
+    async fn apply(&self, to: &str, _epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {
         let r = region(&self.regions, to)?;
         let want = match self.rec.kind {
             RecordType::A => r.digitalocean.ipv4.clone(),
@@ -534,6 +537,7 @@ impl Step for DnsStep {
             return Ok(format!("{} already points at {want}", self.name()));
         }
         let body = json!({ "type": self.rec.kind.as_str(), "data": want, "ttl": ttl });
+        check(fence)?;
         self.client
             .call(Method::PATCH, &self.path(), Some(&body))
             .await?;

@@ -5,4 +5,5 @@ pub mod digitalocean;
 pub mod live_check;
 pub mod notify;
 pub mod prometheus;
+pub mod state_dynamodb;
 pub mod state_file;

@@ -23,7 +23,10 @@ pub const NOTIFY_TOKEN_ENV: &str = "DYNAMO_FAILOVER_NOTIFY_TOKEN";
 pub(super) struct RawResponder {
     #[serde(default = "d_listen")]
     listen: String,
-    state_file: String,
+    #[serde(default)]
+    state_file: Option<String>,
+    #[serde(default)]
+    state: Option<RawState>,
     #[serde(default = "d_body")]
     max_body_bytes: usize,
     #[serde(default)]
@@ -36,6 +39,8 @@ pub(super) struct RawResponder {
     admin_token_file: Option<String>,
     #[serde(default = "d_tick")]
     tick: String,
+    #[serde(default = "d_request_timeout_in")]
+    request_timeout: String,
     #[serde(default)]
     alerts: RawAlerts,
     #[serde(default)]
@@ -47,6 +52,33 @@ pub(super) struct RawResponder {
     digitalocean: Option<RawDigitalOcean>,
     #[serde(default)]
     notify: RawNotify,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: String,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    replica: Option<String>,
+    #[serde(default = "d_lease")]
+    lease: String,
+    #[serde(default)]
+    renew: Option<String>,
+    #[serde(default = "d_store_timeout")]
+    timeout: String,
+}
+
+fn d_lease() -> String {
+    "10s".into()
+}
+fn d_store_timeout() -> String {
+    "2s".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +237,9 @@ fn d_body() -> usize {
 fn d_tick() -> String {
     "1s".into()
 }
+fn d_request_timeout_in() -> String {
+    "10s".into()
+}
 fn d_down_names() -> Vec<String> {
     vec!["DynamoDBRegionUnavailable".into()]
 }
@@ -252,7 +287,7 @@ fn d_ttl() -> u32 {
 #[derive(Debug, Clone, Serialize)]
 pub struct ResponderConfig {
     pub listen: SocketAddr,
-    pub state_file: PathBuf,
+    pub store: StoreConfig,
     pub max_body_bytes: usize,
     pub public_url: Option<String>,
     pub prometheus_url: Option<String>,
@@ -260,6 +295,9 @@ pub struct ResponderConfig {
     pub admin_token: Secret,
     #[serde(with = "super::duration_text")]
     pub tick: Duration,
+    /// Bound on receiving one request, body included: cuts off slow-drip senders (408).
+    #[serde(with = "super::duration_text")]
+    pub request_timeout: Duration,
     pub alerts: AlertsConfig,
     pub policy: PolicyConfig,
     pub app: AppConfig,
@@ -267,6 +305,27 @@ pub struct ResponderConfig {
     pub step_deadline: Duration,
     pub digitalocean: Option<DigitalOceanConfig>,
     pub notify: NotifyConfig,
+}
+
+/// Where the responder keeps its state.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// One responder: a JSON file.
+    File { path: PathBuf },
+    /// Several replicas: a DynamoDB table with a lease.
+    Dynamodb {
+        table: String,
+        region: String,
+        endpoint: Option<String>,
+        replica: String,
+        #[serde(with = "super::duration_text")]
+        lease: Duration,
+        #[serde(with = "super::duration_text")]
+        renew: Duration,
+        #[serde(with = "super::duration_text")]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -406,9 +465,21 @@ impl RawResponder {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("responder.listen", format!("not an address:port ({e})")))?;
-        if self.state_file.is_empty() {
-            return Err(invalid("responder.state_file", "must not be empty"));
-        }
+        let store = match (self.state, self.state_file) {
+            (None, None) => {
+                return Err(invalid(
+                    "responder.state_file",
+                    "is required (or a [responder.state] section with backend = \"dynamodb\")",
+                ))
+            }
+            (None, Some(f)) | (Some(RawState { backend: _, .. }), Some(f)) if f.is_empty() => {
+                return Err(invalid("responder.state_file", "must not be empty"))
+            }
+            (None, Some(f)) => StoreConfig::File {
+                path: PathBuf::from(f),
+            },
+            (Some(st), file) => validate_store(st, file)?,
+        };
         if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(invalid(
                 "responder.max_body_bytes",
@@ -442,6 +513,7 @@ impl RawResponder {
             ADMIN_TOKEN_ENV,
         )?;
         let tick = parse_duration("responder.tick", &self.tick)?;
+        let request_timeout = parse_duration("responder.request_timeout", &self.request_timeout)?;
 
         if self.alerts.region_down.is_empty()
             || self.alerts.region_down.iter().any(|n| n.is_empty())
@@ -576,13 +648,14 @@ impl RawResponder {
 
         Ok(ResponderConfig {
             listen,
-            state_file: PathBuf::from(self.state_file),
+            store,
             max_body_bytes: self.max_body_bytes,
             public_url,
             prometheus_url,
             webhook_token,
             admin_token,
             tick,
+            request_timeout,
             alerts: AlertsConfig {
                 region_down: self.alerts.region_down,
                 region_label: self.alerts.region_label,
@@ -593,6 +666,78 @@ impl RawResponder {
             digitalocean,
             notify,
         })
+    }
+}
+
+fn validate_store(st: RawState, file: Option<String>) -> Result<StoreConfig, ConfigError> {
+    let key = |k: &str| format!("responder.state.{k}");
+    match st.backend.as_str() {
+        "file" => Ok(StoreConfig::File {
+            path: PathBuf::from(file.ok_or_else(|| {
+                invalid(
+                    "responder.state_file",
+                    "is required with backend = \"file\"",
+                )
+            })?),
+        }),
+        "dynamodb" => {
+            if file.is_some() {
+                return Err(invalid(
+                    "responder.state_file",
+                    "is only for backend = \"file\"; remove it",
+                ));
+            }
+            let need = |v: Option<String>, k: &str| {
+                v.filter(|x| !x.is_empty())
+                    .ok_or_else(|| invalid(key(k), "is required with backend = \"dynamodb\""))
+            };
+            let table = need(st.table, "table")?;
+            let region = need(st.region, "region")?;
+            let replica = need(st.replica, "replica")?;
+            if !replica
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(invalid(
+                    key("replica"),
+                    "may contain only letters, digits, `-`, `_` and `.`",
+                ));
+            }
+            if let Some(ep) = &st.endpoint {
+                url_key(&key("endpoint"), ep)?;
+            }
+            let lease = parse_duration(&key("lease"), &st.lease)?;
+            let renew = match st.renew {
+                Some(r) => parse_duration(&key("renew"), &r)?,
+                None => lease / 3,
+            };
+            let timeout = parse_duration(&key("timeout"), &st.timeout)?;
+            if renew * 2 > lease {
+                return Err(invalid(
+                    key("renew"),
+                    "must be at most half of the lease, so one missed renewal does not lose it",
+                ));
+            }
+            if timeout >= renew {
+                return Err(invalid(
+                    key("timeout"),
+                    "must be shorter than the renew interval",
+                ));
+            }
+            Ok(StoreConfig::Dynamodb {
+                table,
+                region,
+                endpoint: st.endpoint,
+                replica,
+                lease,
+                renew,
+                timeout,
+            })
+        }
+        other => Err(invalid(
+            key("backend"),
+            format!("unknown backend `{other}` (file or dynamodb)"),
+        )),
     }
 }
 

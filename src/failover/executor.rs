@@ -3,7 +3,7 @@
 //! before its first side effect, each step's outcome is recorded before the next step starts,
 //! and on start an unfinished plan is resumed from its first step not done.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,10 @@ use super::machine::{
     decide, Effect, Event, Kind, Notice, NoticeKind, PlanStatus, Policy, State, StepNames,
 };
 use crate::metrics::ResponderMetrics;
-use crate::ports::{Clock, LagSource, LiveCheck, Message, Notifier, StateStore, Step, StoreError};
+use crate::ports::{
+    Clock, LagSource, Lease, LeaseError, LiveCheck, Message, Notifier, StateStore, Step, StoreError,
+};
+use crate::shutdown::Shutdown;
 
 /// Where people can look, for notification links.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +38,21 @@ pub struct Parts {
     pub metrics: ResponderMetrics,
     pub links: Links,
     pub step_deadline: Duration,
+    /// Several replicas sharing one store: only the lease holder acts.
+    pub ha: Option<Ha>,
 }
+
+/// High-availability settings: the lease every replica competes for.
+pub struct Ha {
+    pub lease: Arc<dyn Lease>,
+    /// This replica's name (the lease holder).
+    pub replica: String,
+    pub duration: Duration,
+    pub renew_every: Duration,
+}
+
+/// How many times a save that lost a race to another replica is decided again.
+const CAS_ATTEMPTS: usize = 8;
 
 struct Current {
     state: State,
@@ -50,6 +67,9 @@ pub struct Engine {
     /// Serialises plan work: one live check or step at a time.
     plan_lock: Mutex<()>,
     ready: AtomicBool,
+    leader: AtomicBool,
+    lease_until_ms: AtomicU64,
+    lease_epoch: AtomicU64,
 }
 
 /// What [`Engine::submit`] did with a batch of events.
@@ -76,8 +96,19 @@ impl Engine {
             Some(v) => (v.state.adopt(&parts.policy, now), v.version),
             None => {
                 let s = State::initial(&parts.policy, now);
-                let v = parts.store.save(&s, 0).await?;
-                (s, v)
+                match parts.store.save(&s, 0).await {
+                    Ok(v) => (s, v),
+                    // Another replica created it first.
+                    Err(StoreError::Conflict { .. }) => {
+                        let v = parts.store.load().await?.ok_or_else(|| {
+                            StoreError::Corrupt(
+                                "the state vanished after a conflicting create".into(),
+                            )
+                        })?;
+                        (v.state.adopt(&parts.policy, now), v.version)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let step_names = parts.steps.iter().map(|s| s.name()).collect::<Vec<_>>();
@@ -89,34 +120,148 @@ impl Engine {
             published,
             plan_lock: Mutex::new(()),
             ready: AtomicBool::new(false),
+            leader: AtomicBool::new(false),
+            lease_until_ms: AtomicU64::new(0),
+            lease_epoch: AtomicU64::new(0),
         });
         let snapshot = engine.snapshot();
         engine.observe(&snapshot);
+        if engine.parts.ha.is_none() {
+            engine.resume(&snapshot);
+        }
+        engine.ready.store(true, Ordering::SeqCst);
+        Ok(engine)
+    }
+
+    /// Starts the work of an unfinished plan, unless plan work is already under way.
+    fn resume(self: &Arc<Self>, snapshot: &State) {
         if let Some(plan) = &snapshot.plan {
+            if plan.status == PlanStatus::Failed || self.plan_lock.try_lock().is_err() {
+                return; // a failed plan waits for its retry; busy means a task is on it
+            }
             tracing::warn!(epoch = plan.epoch, from = %plan.from, to = %plan.to, status = ?plan.status,
-                "resuming an unfinished plan");
-            if plan.steps.len() != engine.step_names.len()
+                replica = self.replica().unwrap_or("single"), "resuming an unfinished plan");
+            if plan.steps.len() != self.step_names.len()
                 || plan
                     .steps
                     .iter()
-                    .zip(&engine.step_names)
+                    .zip(&self.step_names)
                     .any(|(a, b)| a.name != *b)
             {
                 tracing::warn!(epoch = plan.epoch,
                     "the unfinished plan's steps differ from the configured steps; it resumes with the stored steps");
             }
-            match plan.status {
-                PlanStatus::Checking => engine
-                    .clone()
-                    .run_effects(vec![Effect::CheckTarget { epoch: plan.epoch }]),
-                PlanStatus::Running => engine
-                    .clone()
-                    .run_effects(vec![Effect::RunSteps { epoch: plan.epoch }]),
-                PlanStatus::Failed => {} // the policy's retry backoff applies on the next tick
+            let effect = match plan.status {
+                PlanStatus::Checking => Effect::CheckTarget { epoch: plan.epoch },
+                _ => Effect::RunSteps { epoch: plan.epoch },
+            };
+            self.clone().run_effects(vec![effect]);
+        }
+    }
+
+    /// True when this replica may act: always for a single responder; for replicas, while it
+    /// holds an unexpired lease.
+    pub fn is_leader(&self) -> bool {
+        self.parts.ha.is_none()
+            || (self.leader.load(Ordering::SeqCst)
+                && self.parts.clock.now_ms() < self.lease_until_ms.load(Ordering::SeqCst))
+    }
+
+    /// `single`, `leader` or `follower`, for `/readyz` and `/v1/state`.
+    pub fn role(&self) -> &'static str {
+        match (&self.parts.ha, self.is_leader()) {
+            (None, _) => "single",
+            (Some(_), true) => "leader",
+            (Some(_), false) => "follower",
+        }
+    }
+
+    pub fn replica(&self) -> Option<&str> {
+        self.parts.ha.as_ref().map(|h| h.replica.as_str())
+    }
+
+    pub fn lease_epoch(&self) -> u64 {
+        self.lease_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Competes for the lease until shutdown: renews it while held, takes it when free or
+    /// expired, and keeps this replica's view of the shared state fresh. A new leader resumes an
+    /// unfinished plan. Does nothing for a single responder.
+    pub fn spawn_lease_loop(
+        self: &Arc<Self>,
+        mut shutdown: Shutdown,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let ha = self.parts.ha.as_ref()?;
+        let (every, duration, replica, lease) = (
+            ha.renew_every,
+            ha.duration,
+            ha.replica.clone(),
+            ha.lease.clone(),
+        );
+        let me = self.clone();
+        Some(tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = t.tick() => {}
+                    _ = shutdown.wait() => {
+                        if me.leader.swap(false, Ordering::SeqCst) {
+                            lease.release(&replica).await;
+                            tracing::info!(replica = %replica, "lease released on shutdown");
+                        }
+                        return;
+                    }
+                }
+                let was = me.leader.load(Ordering::SeqCst);
+                match lease
+                    .acquire(&replica, me.parts.clock.now_ms(), duration)
+                    .await
+                {
+                    Ok(view) => {
+                        me.lease_until_ms
+                            .store(view.expires_at_ms, Ordering::SeqCst);
+                        me.lease_epoch.store(view.epoch, Ordering::SeqCst);
+                        me.leader.store(true, Ordering::SeqCst);
+                        if !was {
+                            tracing::warn!(replica = %replica, lease_epoch = view.epoch, "became the leader");
+                        }
+                    }
+                    Err(LeaseError::HeldElsewhere) => {
+                        if me.leader.swap(false, Ordering::SeqCst) {
+                            tracing::error!(replica = %replica, "lost the lease to another replica; stopping before the next side effect");
+                        }
+                    }
+                    Err(LeaseError::Unavailable(e)) => {
+                        // Keep acting only until the lease we hold expires (is_leader checks).
+                        tracing::error!(replica = %replica, error = %e, "cannot renew the lease");
+                    }
+                }
+                if let Err(e) = me.refresh().await {
+                    tracing::error!(error = %e, "cannot read the shared state");
+                }
+            }
+        }))
+    }
+
+    /// Reads the shared state; adopts it if another replica stored a newer version. The leader
+    /// then resumes an unfinished plan.
+    async fn refresh(self: &Arc<Self>) -> Result<(), StoreError> {
+        if let Some(v) = self.parts.store.load().await? {
+            let mut cur = self.current.lock().await;
+            if v.version > cur.version {
+                cur.state = v.state.adopt(&self.parts.policy, self.parts.clock.now_ms());
+                cur.version = v.version;
+                let snap = Arc::new(cur.state.clone());
+                self.published.send_replace(snap.clone());
+                self.observe(&snap);
             }
         }
-        engine.ready.store(true, Ordering::SeqCst);
-        Ok(engine)
+        if self.is_leader() {
+            let snap = self.snapshot();
+            self.resume(&snap);
+        }
+        Ok(())
     }
 
     /// The latest stored state.
@@ -151,25 +296,45 @@ impl Engine {
             });
         }
         let mut cur = self.current.lock().await;
-        let now = self.parts.clock.now_ms();
-        let mut state = cur.state.clone();
-        let mut effects = Vec::new();
-        let mut answers = Vec::with_capacity(events.len());
-        for e in events {
-            let d = decide(&state, e, now, &self.parts.policy, &self.step_names);
-            answers.push(d.rejected);
-            state = d.state;
-            effects.extend(d.effects);
-        }
-        let changed = state != cur.state;
-        if changed {
-            let version = self.parts.store.save(&state, cur.version).await?;
-            cur.version = version;
-            cur.state = state.clone();
-            let snap = Arc::new(state);
-            self.published.send_replace(snap.clone());
-            self.observe(&snap);
-        }
+        let mut attempt = 0;
+        let (answers, effects, changed) = loop {
+            attempt += 1;
+            let now = self.parts.clock.now_ms();
+            let mut state = cur.state.clone();
+            let mut effects = Vec::new();
+            let mut answers = Vec::with_capacity(events.len());
+            for e in events {
+                let d = decide(&state, e, now, &self.parts.policy, &self.step_names);
+                answers.push(d.rejected);
+                state = d.state;
+                effects.extend(d.effects);
+            }
+            let changed = state != cur.state;
+            if changed {
+                match self.parts.store.save(&state, cur.version).await {
+                    Ok(version) => {
+                        cur.version = version;
+                        cur.state = state.clone();
+                        let snap = Arc::new(state);
+                        self.published.send_replace(snap.clone());
+                        self.observe(&snap);
+                    }
+                    // Another replica stored first: decide again on what it stored.
+                    Err(StoreError::Conflict { .. }) if attempt < CAS_ATTEMPTS => {
+                        if let Some(v) = self.parts.store.load().await? {
+                            cur.state = v.state.adopt(&self.parts.policy, now);
+                            cur.version = v.version;
+                            let snap = Arc::new(cur.state.clone());
+                            self.published.send_replace(snap.clone());
+                            self.observe(&snap);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            break (answers, effects, changed);
+        };
         drop(cur);
         self.clone().run_effects(effects);
         Ok(Submitted {
@@ -214,6 +379,9 @@ impl Engine {
                     me.count_transition(&n);
                     tokio::spawn(async move { me.notify(n).await });
                 }
+                // Followers record plans; the leader carries them out (it picks them up from the
+                // shared state on its next refresh).
+                Effect::CheckTarget { .. } | Effect::RunSteps { .. } if !me.is_leader() => {}
                 Effect::CheckTarget { epoch } => {
                     tokio::spawn(async move { me.check_target(epoch).await });
                 }
@@ -268,6 +436,9 @@ impl Engine {
         else {
             return;
         };
+        if !self.is_leader() {
+            return;
+        }
         let started = Instant::now();
         let res = self
             .parts
@@ -315,6 +486,13 @@ impl Engine {
             let Some(index) = plan.steps.iter().position(|s| !s.done) else {
                 return;
             };
+            if !self.is_leader() {
+                tracing::error!(
+                    epoch,
+                    "no longer the leader; stopping before the next side effect"
+                );
+                return;
+            }
             let Some(step) = self
                 .parts
                 .steps
@@ -381,7 +559,11 @@ impl Engine {
         let mut backoff = Duration::from_millis(200);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, step.apply(to, epoch)).await {
+            let fence = PlanFence {
+                engine: self,
+                epoch,
+            };
+            let err = match tokio::time::timeout(left, step.apply(to, epoch, &fence)).await {
                 Ok(Ok(detail)) => return Ok(detail),
                 Ok(Err(e)) => e,
                 Err(_) => crate::ports::StepError::new(
@@ -437,6 +619,24 @@ impl Engine {
                 .with_label_values(&[notifier.channel(), result])
                 .inc();
         }
+    }
+}
+
+/// The engine's answer to "may I act?" for one plan: this replica leads and the plan is current.
+struct PlanFence<'a> {
+    engine: &'a Engine,
+    epoch: u64,
+}
+
+impl crate::ports::Fence for PlanFence<'_> {
+    fn may_act(&self) -> bool {
+        self.engine.is_leader()
+            && self
+                .engine
+                .snapshot()
+                .plan
+                .as_ref()
+                .is_some_and(|p| p.epoch == self.epoch && p.status == PlanStatus::Running)
     }
 }
 

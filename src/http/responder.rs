@@ -244,6 +244,9 @@ async fn get_state(
         "pinned": st.pinned,
         "blocked": st.blocked,
         "ready": s.engine.ready(),
+        "role": s.engine.role(),
+        "replica": s.engine.replica(),
+        "lease_epoch": s.engine.lease_epoch(),
         "regions": st.health,
         "plan": st.plan,
         "last_transition_ms": st.last_transition_ms,
@@ -346,7 +349,8 @@ async fn metrics(State(s): State<ResponderState>) -> Response {
 
 async fn readyz(State(s): State<ResponderState>) -> Response {
     if s.engine.ready() {
-        (StatusCode::OK, "ready\n").into_response()
+        // Every replica accepts webhooks; the body tells the acting one from the others.
+        (StatusCode::OK, format!("ready: {}\n", s.engine.role())).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "loading state\n").into_response()
     }

@@ -99,6 +99,10 @@ pub struct Knobs {
     pub step_deadline: &'static str,
     /// Point both notifiers at a closed port.
     pub notifiers_down: bool,
+    /// Responder processes; more than one uses the DynamoDB state store with a lease.
+    pub replicas: usize,
+    pub lease: &'static str,
+    pub request_timeout: &'static str,
 }
 
 impl Default for Knobs {
@@ -109,23 +113,37 @@ impl Default for Knobs {
             auto_failback: true,
             step_deadline: "10s",
             notifiers_down: false,
+            replicas: 1,
+            lease: "2s",
+            request_timeout: "10s",
         }
     }
+}
+
+/// One responder process.
+pub struct Replica {
+    pub port: u16,
+    pub child: Option<Child>,
+    pub starts: u32,
 }
 
 pub struct Stack {
     pub east: Moto,
     pub west: Moto,
+    /// The region holding the replicas' shared state table (replicas > 1 only).
+    pub state_store: Option<Moto>,
     pub fake: FakeDo,
     pub inbox: Inbox,
     pub dir: tempfile::TempDir,
+    /// Replica 0's port.
     pub port: u16,
-    pub child: Option<Child>,
+    pub replicas: Vec<Replica>,
     pub http: reqwest::Client,
     /// Every HTTP answer body the tests read, for the secret scan.
     pub answers: Arc<Mutex<Vec<String>>>,
-    starts: u32,
 }
+
+pub const STATE_TABLE: &str = "dynamo-failover-state";
 
 impl Stack {
     pub async fn start(knobs: Knobs) -> Stack {
@@ -154,7 +172,15 @@ impl Stack {
             "# WordPress\nWP_ENV=production\nDYNAMODB_REGION=us-east-1\n",
         )
         .unwrap();
-        let port = free_port();
+        let ports: Vec<u16> = (0..knobs.replicas.max(1)).map(|_| free_port()).collect();
+        let port = ports[0];
+        let state_store = if knobs.replicas > 1 {
+            let m = Moto::start().await;
+            create_state_table(&client("eu-west-1", &m.endpoint()).await).await;
+            Some(m)
+        } else {
+            None
+        };
         let config = format!(
             r#"
 [prober]
@@ -187,14 +213,15 @@ ipv4 = "192.0.2.20"
 name = "{TABLE}"
 
 [responder]
-listen = "127.0.0.1:{port}"
-state_file = "{dir}/state.json"
+listen = "127.0.0.1:LISTEN_PORT"
+STATE_FILE_LINE
+request_timeout = "{request_timeout}"
 webhook_token_file = "{dir}/webhook.token"
 admin_token_file = "{dir}/admin.token"
 public_url = "http://127.0.0.1:{port}"
 tick = "200ms"
 
-[responder.policy]
+STATE_SECTION[responder.policy]
 min_interval = "{min_interval}"
 stabilisation = "{stabilisation}"
 auto_failback = {auto_failback}
@@ -244,8 +271,32 @@ webhook_url = "{notify}/hook"
             stabilisation = knobs.stabilisation,
             auto_failback = knobs.auto_failback,
             step_deadline = knobs.step_deadline,
+            request_timeout = knobs.request_timeout,
         );
-        std::fs::write(d.join("config.toml"), config).unwrap();
+        for (i, p) in ports.iter().enumerate() {
+            let (file_line, section) = match &state_store {
+                None => (format!("state_file = \"{}/state.json\"", d.display()), String::new()),
+                Some(m) => (
+                    String::new(),
+                    format!(
+                        "[responder.state]\nbackend = \"dynamodb\"\ntable = \"{STATE_TABLE}\"\nregion = \"eu-west-1\"\n\
+                         endpoint = \"{}\"\nreplica = \"r{i}\"\nlease = \"{}\"\ntimeout = \"300ms\"\n\n",
+                        m.endpoint(),
+                        knobs.lease
+                    ),
+                ),
+            };
+            let text = config
+                .replace("LISTEN_PORT", &p.to_string())
+                .replace("STATE_FILE_LINE", &file_line)
+                .replace("STATE_SECTION", &section);
+            let name = if i == 0 {
+                "config.toml".to_string()
+            } else {
+                format!("config-{i}.toml")
+            };
+            std::fs::write(d.join(name), text).unwrap();
+        }
         let mut s = Stack {
             east,
             west,
@@ -253,12 +304,21 @@ webhook_url = "{notify}/hook"
             inbox,
             dir,
             port,
-            child: None,
+            replicas: ports
+                .iter()
+                .map(|p| Replica {
+                    port: *p,
+                    child: None,
+                    starts: 0,
+                })
+                .collect(),
             http: reqwest::Client::new(),
             answers: Arc::default(),
-            starts: 0,
+            state_store,
         };
-        s.spawn().await;
+        for i in 0..s.replicas.len() {
+            s.spawn_replica(i).await;
+        }
         s
     }
 
@@ -266,18 +326,37 @@ webhook_url = "{notify}/hook"
         self.dir.path().join(name)
     }
 
+    /// The first running replica's base URL.
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let r = self
+            .replicas
+            .iter()
+            .find(|r| r.child.is_some())
+            .unwrap_or(&self.replicas[0]);
+        format!("http://127.0.0.1:{}", r.port)
     }
 
-    /// Starts the responder process (again) and waits until it is ready.
+    pub fn base_of(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.replicas[i].port)
+    }
+
+    /// Starts the (first) responder process again and waits until it is ready.
     pub async fn spawn(&mut self) {
-        self.starts += 1;
-        let log =
-            std::fs::File::create(self.path(&format!("responder-{}.log", self.starts))).unwrap();
+        self.spawn_replica(0).await;
+    }
+
+    pub async fn spawn_replica(&mut self, i: usize) {
+        self.replicas[i].starts += 1;
+        let starts = self.replicas[i].starts;
+        let log = std::fs::File::create(self.path(&format!("responder-{i}-{starts}.log"))).unwrap();
+        let config = if i == 0 {
+            "config.toml".to_string()
+        } else {
+            format!("config-{i}.toml")
+        };
         let child = Command::new(BIN)
             .args(["responder", "--log-format", "json", "--config"])
-            .arg(self.path("config.toml"))
+            .arg(self.path(&config))
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -290,8 +369,8 @@ webhook_url = "{notify}/hook"
             .kill_on_drop(true)
             .spawn()
             .expect("start the responder");
-        self.child = Some(child);
-        let url = format!("{}/readyz", self.base());
+        self.replicas[i].child = Some(child);
+        let url = format!("{}/readyz", self.base_of(i));
         let http = self.http.clone();
         wait_until(Duration::from_secs(20), "responder to be ready", || {
             let (http, url) = (http.clone(), url.clone());
@@ -302,9 +381,53 @@ webhook_url = "{notify}/hook"
 
     /// kill -9.
     pub async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        self.kill_replica(0).await;
+    }
+
+    pub async fn kill_replica(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].child.take() {
             c.kill().await.ok();
         }
+    }
+
+    /// `/readyz` bodies of the running replicas: "ready: leader" / "ready: follower".
+    pub async fn roles(&self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            if r.child.is_none() {
+                continue;
+            }
+            if let Ok(resp) = self
+                .http
+                .get(format!("{}/readyz", self.base_of(i)))
+                .send()
+                .await
+            {
+                out.push((i, resp.text().await.unwrap_or_default().trim().to_string()));
+            }
+        }
+        out
+    }
+
+    /// The replica that says it leads, once exactly one does.
+    pub async fn leader(&self) -> usize {
+        let found = Arc::new(Mutex::new(None));
+        wait_until(Duration::from_secs(20), "exactly one leader", || {
+            let found = found.clone();
+            async move {
+                let roles = self.roles().await;
+                let leaders: Vec<usize> = roles
+                    .iter()
+                    .filter(|(_, r)| r == "ready: leader")
+                    .map(|(i, _)| *i)
+                    .collect();
+                *found.lock().unwrap() = leaders.first().copied();
+                leaders.len() == 1
+            }
+        })
+        .await;
+        let leader = found.lock().unwrap().unwrap();
+        leader
     }
 
     fn keep(&self, text: &str) {
@@ -427,13 +550,16 @@ webhook_url = "{notify}/hook"
 
     /// Every log line of every start of the responder.
     pub fn logs(&self) -> String {
-        (1..=self.starts)
-            .map(|i| {
-                std::fs::read_to_string(self.path(&format!("responder-{i}.log")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut all = Vec::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            for n in 1..=r.starts {
+                all.push(
+                    std::fs::read_to_string(self.path(&format!("responder-{i}-{n}.log")))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        all.join("\n")
     }
 
     /// No secret value in any log line, HTTP answer or notification.
@@ -454,6 +580,33 @@ webhook_url = "{notify}/hook"
             );
         }
     }
+}
+
+/// The replicas' state table (partition key `pk`).
+pub async fn create_state_table(c: &aws_sdk_dynamodb::Client) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    c.create_table()
+        .table_name(STATE_TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create the state table");
 }
 
 /// A webhook body in Alertmanager 0.25's shape for one region-down alert.

@@ -49,6 +49,8 @@ struct Armed {
     remaining: u32,
     /// Only requests with this method (None: any).
     method: Option<Method>,
+    /// Only requests whose path ends with this (None: any).
+    path: Option<String>,
 }
 
 /// One logged request.
@@ -186,11 +188,22 @@ impl FakeDo {
 
     /// Arms `fault` for the next `count` requests (of `method`, if given).
     pub fn inject(&self, fault: Fault, count: u32, method: Option<Method>) {
+        self.inject_at(fault, count, method, None);
+    }
+
+    /// Like [`FakeDo::inject`], only for requests whose path ends with `path`.
+    pub fn inject_at(&self, fault: Fault, count: u32, method: Option<Method>, path: Option<&str>) {
         self.world().faults.push_back(Armed {
             fault,
             remaining: count,
             method,
+            path: path.map(str::to_string),
         });
+    }
+
+    /// Disarms every fault not yet used.
+    pub fn clear_faults(&self) {
+        self.world().faults.clear();
     }
 
     /// Every request so far, in order.
@@ -220,7 +233,12 @@ fn unix_now() -> u64 {
 
 /// Authentication, rate limit and injected faults, shared by every `/v2` handler. Answers either
 /// the response to send now or the rate-limit headers to attach to the real answer.
-async fn gate(s: &Shared, method: &Method, headers: &HeaderMap) -> Result<HeaderMap, Response> {
+async fn gate(
+    s: &Shared,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<HeaderMap, Response> {
     let auth_ok = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -256,11 +274,10 @@ async fn gate(s: &Shared, method: &Method, headers: &HeaderMap) -> Result<Header
             return Err(r);
         }
         let mut fault = None;
-        if let Some(i) = w
-            .faults
-            .iter()
-            .position(|f| f.method.as_ref().is_none_or(|m| m == method))
-        {
+        if let Some(i) = w.faults.iter().position(|f| {
+            f.method.as_ref().is_none_or(|m| m == method)
+                && f.path.as_deref().is_none_or(|p| path.ends_with(p))
+        }) {
             let f = &mut w.faults[i];
             fault = Some(f.fault.clone());
             f.remaining -= 1;
@@ -341,7 +358,7 @@ fn parse_body(body: &Bytes) -> Result<Value, Response> {
 
 macro_rules! gated {
     ($s:expr, $method:expr, $headers:expr, $path:expr, $body:expr) => {
-        match gate(&$s, &$method, &$headers).await {
+        match gate(&$s, &$method, &$path, &$headers).await {
             Ok(rl) => rl,
             Err(r) => return finish(&$s, &$method, $path, $body, r, None),
         }
