@@ -183,6 +183,8 @@ pub struct ResponderMetrics {
     pub paused: IntGauge,
     pub blocked: IntGauge,
     pub plan_in_progress: IntGauge,
+    pub leader: IntGauge,
+    pub store_errors: IntCounterVec,
     pub transitions: IntCounterVec,
     pub step_duration: HistogramVec,
     pub step_failures: IntCounterVec,
@@ -237,6 +239,17 @@ impl ResponderMetrics {
             "failover_plan_in_progress",
             "1 while a plan is being checked or applied, 2 while a failed plan waits for its retry.",
         )?;
+        let leader = g(
+            "failover_leader",
+            "1 while this responder may act (a single responder, or the replica holding the lease).",
+        )?;
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "failover_state_store_errors_total",
+                "Failed state store or lease operations, by operation.",
+            ),
+            &["operation"],
+        )?;
         let transitions = IntCounterVec::new(
             Opts::new(
                 "failover_transitions_total",
@@ -276,7 +289,7 @@ impl ResponderMetrics {
         for c in [&active_region, &region_down] {
             registry.register(Box::new(c.clone()))?;
         }
-        for c in [&epoch, &paused, &blocked, &plan_in_progress] {
+        for c in [&epoch, &paused, &blocked, &plan_in_progress, &leader] {
             registry.register(Box::new(c.clone()))?;
         }
         for c in [
@@ -284,6 +297,7 @@ impl ResponderMetrics {
             &step_failures,
             &webhook_requests,
             &notifications,
+            &store_errors,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -299,6 +313,9 @@ impl ResponderMetrics {
             }
         }
         step_failures.with_label_values(&["live_check", "target_unhealthy"]);
+        for op in ["load", "save", "lease"] {
+            store_errors.with_label_values(&[op]);
+        }
         for r in WEBHOOK_RESULTS {
             webhook_requests.with_label_values(&[r]);
         }
@@ -309,6 +326,8 @@ impl ResponderMetrics {
             paused,
             blocked,
             plan_in_progress,
+            leader,
+            store_errors,
             transitions,
             step_duration,
             step_failures,

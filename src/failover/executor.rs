@@ -234,10 +234,21 @@ impl Engine {
                     }
                     Err(LeaseError::Unavailable(e)) => {
                         // Keep acting only until the lease we hold expires (is_leader checks).
+                        me.parts
+                            .metrics
+                            .store_errors
+                            .with_label_values(&["lease"])
+                            .inc();
                         tracing::error!(replica = %replica, error = %e, "cannot renew the lease");
                     }
                 }
+                me.parts.metrics.leader.set(i64::from(me.is_leader()));
                 if let Err(e) = me.refresh().await {
+                    me.parts
+                        .metrics
+                        .store_errors
+                        .with_label_values(&["load"])
+                        .inc();
                     tracing::error!(error = %e, "cannot read the shared state");
                 }
             }
@@ -330,7 +341,14 @@ impl Engine {
                         }
                         continue;
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        self.parts
+                            .metrics
+                            .store_errors
+                            .with_label_values(&["save"])
+                            .inc();
+                        return Err(e.into());
+                    }
                 }
             }
             break (answers, effects, changed);
@@ -362,6 +380,7 @@ impl Engine {
                 .set(i64::from(s.health.get(r).is_some_and(|h| h.down)));
         }
         m.epoch.set(s.epoch as i64);
+        m.leader.set(i64::from(self.is_leader()));
         m.paused.set(i64::from(s.paused));
         m.blocked.set(i64::from(s.blocked.is_some()));
         m.plan_in_progress.set(match &s.plan {

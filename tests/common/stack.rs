@@ -103,6 +103,8 @@ pub struct Knobs {
     pub replicas: usize,
     pub lease: &'static str,
     pub request_timeout: &'static str,
+    /// The first run of the reload command takes 4 s (a pause inside the app-config step).
+    pub slow_first_reload: bool,
 }
 
 impl Default for Knobs {
@@ -116,6 +118,7 @@ impl Default for Knobs {
             replicas: 1,
             lease: "2s",
             request_timeout: "10s",
+            slow_first_reload: false,
         }
     }
 }
@@ -230,7 +233,7 @@ live_check_cooldown = "2s"
 
 [responder.app]
 env_file = "{dir}/app.env"
-reload_commands = [["sh", "-c", "echo \"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\" >> {dir}/reloads"]]
+reload_commands = [["sh", "-c", "echo \"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\" >> {dir}/reloads{slow}"]]
 command_timeout = "5s"
 
 [responder.steps]
@@ -272,6 +275,14 @@ webhook_url = "{notify}/hook"
             auto_failback = knobs.auto_failback,
             step_deadline = knobs.step_deadline,
             request_timeout = knobs.request_timeout,
+            slow = if knobs.slow_first_reload {
+                format!(
+                    "; [ -f {0}/slowed ] || {{ touch {0}/slowed; sleep 4; }}",
+                    d.display()
+                )
+            } else {
+                String::new()
+            },
         );
         for (i, p) in ports.iter().enumerate() {
             let (file_line, section) = match &state_store {

@@ -1,0 +1,460 @@
+//! More than one responder: the DynamoDB state store with a lease, replicas receiving every
+//! delivery, kill -9 of the acting replica between steps, an unreachable state store, and the
+//! Alertmanager sequences and parser limits of the fault campaign.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use common::stack::*;
+use common::{sample, wait_until};
+use fake_digitalocean::Fault;
+use serde_json::json;
+
+const T0: &str = "2026-11-26T05:49:00.000Z";
+
+fn ha(replicas: usize) -> Knobs {
+    Knobs {
+        replicas,
+        lease: "2s",
+        step_deadline: "20s",
+        ..Knobs::default()
+    }
+}
+
+fn assert_moved_to_west(s: &Stack) {
+    let lb = s.fake.load_balancer("lb-droplets").unwrap();
+    let mut ids: Vec<u64> = lb["droplet_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![201, 202]);
+    assert_eq!(s.fake.load_balancer("lb-tag").unwrap()["tag"], "wp-west");
+    assert_eq!(
+        s.fake.load_balancer("lb-global").unwrap()["glb_settings"]["region_priorities"],
+        json!({"sfo3": 1, "nyc1": 2})
+    );
+    assert_eq!(
+        s.fake.record("example.com", 1001).unwrap()["data"],
+        "192.0.2.20"
+    );
+    assert_eq!(s.env_value().as_deref(), Some(WEST));
+}
+
+async fn post_to(s: &Stack, i: usize, body: &str) -> u16 {
+    s.http
+        .post(format!("{}/alerts", s.base_of(i)))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn three_replicas_receiving_every_delivery_make_exactly_one_transition() {
+    let s = Stack::start(ha(3)).await;
+    let leader = s.leader().await;
+    let roles = s.roles().await;
+    assert_eq!(
+        roles.iter().filter(|(_, r)| r == "ready: follower").count(),
+        2,
+        "{roles:?}"
+    );
+    let body = alert_body(EAST, true, T0);
+    // Alertmanager (an HA pair) sends every notification to every replica, repeatedly.
+    let mut sends = Vec::new();
+    for round in 0..10 {
+        for i in 0..3 {
+            let (http, base, body) = (s.http.clone(), s.base_of(i), body.clone());
+            sends.push(tokio::spawn(async move {
+                let _ = round;
+                http.post(format!("{base}/alerts"))
+                    .bearer_auth(WEBHOOK_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+    }
+    for h in sends {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+    assert_moved_to_west(&s);
+    for i in 0..3 {
+        let st: serde_json::Value = s
+            .http
+            .get(format!("{}/v1/state", s.base_of(i)))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // Followers see the shared state within a renew interval.
+        if st["transitions"].as_array().unwrap().len() == 1 {
+            assert_eq!(st["epoch"], 1);
+        }
+        assert_eq!(st["role"], if i == leader { "leader" } else { "follower" });
+    }
+    let puts = s
+        .fake
+        .changes()
+        .iter()
+        .filter(|c| c.method == "PUT" && c.path.ends_with("lb-tag"))
+        .count();
+    assert_eq!(puts, 1);
+    assert_eq!(s.reloads().len(), 1);
+    let m = reqwest::get(format!("{}/metrics", s.base_of(leader)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(sample(&m, "failover_leader", &[]), Some(1.0));
+    s.assert_no_secrets();
+}
+
+/// Pause points: the path of the first request of each step after app_config.
+const PAUSES: [(&str, usize); 4] = [
+    ("/v2/load_balancers/lb-droplets", 1),
+    ("/v2/load_balancers/lb-tag", 2),
+    ("/v2/load_balancers/lb-global", 3),
+    ("/v2/domains/example.com/records/1001", 4),
+];
+
+async fn kill_leader_while_paused(s: &mut Stack, done_before: usize) -> usize {
+    let leader = s.leader().await;
+    assert_eq!(post_to(s, leader, &alert_body(EAST, true, T0)).await, 200);
+    wait_until(
+        Duration::from_secs(20),
+        "the plan to reach the pause",
+        || async {
+            let st = s.state().await;
+            let steps = st["plan"]["steps"].as_array().cloned().unwrap_or_default();
+            steps.len() == 5
+                && (0..done_before).all(|k| steps[k]["done"] == true)
+                && steps[done_before]["done"] == false
+                && st["plan"]["status"] == "running"
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the paused request reach the fake
+    s.kill_replica(leader).await;
+    leader
+}
+
+#[tokio::test]
+async fn kill_9_of_the_acting_replica_between_any_two_steps_lets_another_finish_the_plan() {
+    // Inside the app-config step (its reload command is slow the first time).
+    {
+        let mut s = Stack::start(Knobs {
+            slow_first_reload: true,
+            ..ha(2)
+        })
+        .await;
+        let dead = kill_leader_while_paused(&mut s, 0).await;
+        let killed = Instant::now();
+        s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+        println!(
+            "app_config: plan finished {:.1} s after the kill",
+            killed.elapsed().as_secs_f64()
+        );
+        assert_moved_to_west(&s);
+        assert_eq!(s.leader().await, 1 - dead);
+        let st = s.state().await;
+        assert_eq!(
+            (
+                st["epoch"].as_u64(),
+                st["transitions"].as_array().unwrap().len()
+            ),
+            (Some(1), 1)
+        );
+    }
+    for (path, step) in PAUSES {
+        let mut s = Stack::start(ha(2)).await;
+        s.fake.inject_at(
+            Fault::Slow(Duration::from_secs(8)),
+            1,
+            Some(Method::GET),
+            Some(path),
+        );
+        let dead = kill_leader_while_paused(&mut s, step).await;
+        let killed = Instant::now();
+        s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+        println!(
+            "step {step}: plan finished {:.1} s after the kill",
+            killed.elapsed().as_secs_f64()
+        );
+        assert_moved_to_west(&s);
+        assert_eq!(s.leader().await, 1 - dead, "step {step}");
+        // Steps finished before the kill were not applied again.
+        assert_eq!(
+            s.reloads().len(),
+            1,
+            "step {step}: the app-config step ran twice"
+        );
+        let posts = s
+            .fake
+            .changes()
+            .iter()
+            .filter(|c| c.method == "POST")
+            .count();
+        assert_eq!(posts, 1, "step {step}: droplets were added twice");
+        let st = s.state().await;
+        assert_eq!(
+            (
+                st["epoch"].as_u64(),
+                st["transitions"].as_array().unwrap().len()
+            ),
+            (Some(1), 1),
+            "step {step}"
+        );
+        assert!(
+            s.logs().contains("resuming an unfinished plan"),
+            "step {step}"
+        );
+        s.assert_no_secrets();
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_state_store_in_the_middle_of_a_plan_stops_every_replica() {
+    let mut s = Stack::start(ha(2)).await;
+    // The tag step's GET keeps timing out (1 s request timeout) for about 4.5 s, then answers.
+    s.fake.inject_at(
+        Fault::Slow(Duration::from_millis(1500)),
+        4,
+        Some(Method::GET),
+        Some("/v2/load_balancers/lb-tag"),
+    );
+    let leader = s.leader().await;
+    assert_eq!(post_to(&s, leader, &alert_body(EAST, true, T0)).await, 200);
+    wait_until(
+        Duration::from_secs(20),
+        "the plan to reach the tag load balancer",
+        || async { s.state().await["plan"]["steps"][1]["done"] == true },
+    )
+    .await;
+    let before = s.fake.changes().len();
+    s.state_store.as_mut().unwrap().stop().await;
+    // When the GET finally answers, the 2 s lease has expired unrenewed, so the PUT that would
+    // follow is fenced off. Nobody can take the lease either.
+    wait_until(
+        Duration::from_secs(15),
+        "both replicas to stand down",
+        || async {
+            let roles = s.roles().await;
+            roles.len() == 2 && roles.iter().all(|(_, r)| r == "ready: follower")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // an observation window: nothing may change
+    if s.fake.changes().len() != before {
+        for l in s
+            .logs()
+            .lines()
+            .filter(|l| l.contains("lease") || l.contains("step") || l.contains("leader"))
+        {
+            println!("{l}");
+        }
+    }
+    assert_eq!(
+        s.fake.changes().len(),
+        before,
+        "a side effect happened without the lease: {:?}",
+        s.fake.changes()
+    );
+    assert_eq!(s.fake.load_balancer("lb-tag").unwrap()["tag"], "wp-east");
+    // Webhooks cannot be recorded: 503, so Alertmanager retries.
+    assert_eq!(post_to(&s, 0, &alert_body(WEST, true, T0)).await, 503);
+    for i in 0..2 {
+        let m = reqwest::get(format!("{}/metrics", s.base_of(i)))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(sample(&m, "failover_leader", &[]), Some(0.0), "replica {i}");
+        assert!(
+            sample(
+                &m,
+                "failover_state_store_errors_total",
+                &[("operation", "lease")]
+            )
+            .unwrap()
+                > 0.0
+        );
+    }
+    let logs = s.logs();
+    assert!(logs.contains("cannot renew the lease"));
+    assert!(
+        logs.contains("no longer the leader") || logs.contains("may no longer act"),
+        "the fence did not report"
+    );
+    s.assert_no_secrets();
+}
+
+#[tokio::test]
+async fn a_plan_that_fails_past_the_deadline_says_what_is_done_and_a_retry_finishes_it() {
+    let s = Stack::start(Knobs {
+        step_deadline: "2s",
+        ..Knobs::default()
+    })
+    .await;
+    s.fake.inject_at(
+        Fault::Status(503),
+        10_000,
+        Some(Method::PATCH),
+        Some("/records/1001"),
+    );
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    wait_until(
+        Duration::from_secs(20),
+        "the plan to fail at the DNS step",
+        || async { s.state().await["phase"] == "failed" },
+    )
+    .await;
+    let st = s.state().await;
+    let steps = st["plan"]["steps"].as_array().unwrap();
+    let done: Vec<bool> = steps.iter().map(|x| x["done"] == true).collect();
+    assert_eq!(done, vec![true, true, true, true, false]);
+    assert!(
+        st["plan"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("dns:example.com/1001"),
+        "{st}"
+    );
+    wait_until(Duration::from_secs(5), "a FAILED notice", || async {
+        !s.inbox.titled("FAILED").is_empty()
+    })
+    .await;
+    let failed = &s.inbox.titled("FAILED")[0];
+    assert!(
+        failed["text"]
+            .as_str()
+            .unwrap()
+            .contains("Not done yet: dns:example.com/1001"),
+        "{failed}"
+    );
+    // DigitalOcean recovers: the automatic retry (backoff 1 s) finishes the plan.
+    s.fake.clear_faults();
+    s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+    assert_eq!(
+        s.fake.record("example.com", 1001).unwrap()["data"],
+        "192.0.2.20"
+    );
+    assert_eq!(
+        s.reloads().len(),
+        1,
+        "the finished app-config step ran again"
+    );
+    assert!(!s.inbox.titled("after a retry").is_empty());
+}
+
+#[tokio::test]
+async fn alertmanager_sequences_move_traffic_only_when_they_should() {
+    let s = Stack::start(Knobs::default()).await;
+    // A grouped, truncated payload: west (not the active region) firing, an unknown region, and
+    // an unrelated alert. West is marked down; nothing moves.
+    let grouped = json!({
+        "receiver": "dynamo-failover", "status": "firing", "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 3,
+        "alerts": [
+            {"status": "firing", "labels": {"alertname": "DynamoDBRegionUnavailable", "region": WEST}, "startsAt": T0, "fingerprint": "w"},
+            {"status": "firing", "labels": {"alertname": "DynamoDBRegionUnavailable", "region": "ap-south-9"}, "startsAt": T0, "fingerprint": "x"},
+            {"status": "firing", "labels": {"alertname": "DynamoDBRegionDegraded", "region": EAST}, "startsAt": T0, "fingerprint": "y"}
+        ]
+    });
+    let (code, body) = s.alert(&grouped.to_string()).await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            v["accepted"].as_u64(),
+            v["ignored"].as_array().unwrap().len(),
+            v["truncated"].as_u64()
+        ),
+        (Some(1), 2, Some(3))
+    );
+    let st = s.state().await;
+    assert_eq!(
+        (st["epoch"].as_u64(), st["regions"][WEST]["down"].as_bool()),
+        (Some(0), Some(true))
+    );
+    // Home goes down while the only other region is down: blocked, loudly.
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    assert_eq!(s.state().await["phase"], "blocked");
+    // West recovers: now the move happens.
+    let resolved = grouped.to_string().replace("\"status\":\"firing\",\"labels\":{\"alertname\":\"DynamoDBRegionUnavailable\",\"region\":\"us-west-2\"}", "\"status\":\"resolved\",\"labels\":{\"alertname\":\"DynamoDBRegionUnavailable\",\"region\":\"us-west-2\"}");
+    let _ = resolved;
+    let west_back = json!({"receiver": "r", "status": "resolved", "version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0,
+        "alerts": [{"status": "resolved", "labels": {"alertname": "DynamoDBRegionUnavailable", "region": WEST}, "startsAt": T0, "endsAt": T0, "fingerprint": "w"}]});
+    assert_eq!(s.alert(&west_back.to_string()).await.0, 200);
+    s.wait_steady_in(WEST, Duration::from_secs(20)).await;
+    // Repeats at repeat_interval change nothing.
+    for _ in 0..5 {
+        assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    }
+    let st = s.state().await;
+    assert_eq!(
+        (
+            st["epoch"].as_u64(),
+            st["transitions"].as_array().unwrap().len()
+        ),
+        (Some(1), 1)
+    );
+}
+
+#[tokio::test]
+async fn a_slow_drip_body_is_cut_off_and_changes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Stack::start(Knobs {
+        request_timeout: "1s",
+        ..Knobs::default()
+    })
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(format!("127.0.0.1:{}", s.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WEBHOOK_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{{\"version\""
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    let mut buf = [0u8; 1024];
+    // Drip one byte every 200 ms; the responder must give up within its 1 s request timeout.
+    loop {
+        tokio::select! {
+            n = conn.read(&mut buf) => {
+                let n = n.unwrap_or(0);
+                answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if conn.write_all(b" ").await.is_err() { break; }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the slow body was never cut off"
+        );
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(s.state().await["epoch"], 0);
+}
