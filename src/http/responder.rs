@@ -308,14 +308,19 @@ async fn failover(
 ) -> Result<Response, ApiError> {
     authorize(&headers, &s.admin_token)?;
     json_content(&headers)?;
-    let b: FailoverBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("expected {{\"to\": \"<region>\"}}: {e}"),
-        )
-    })?;
-    operator(&s, Event::Failover { to: b.to }).await
+    let to = parse_failover_body(&body)
+        .map_err(|reason| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", reason))?;
+    operator(&s, Event::Failover { to }).await
+}
+
+/// The body of `POST /v1/failover`: `{"to": "<region>"}`, nothing else.
+pub fn parse_failover_body(body: &[u8]) -> Result<String, String> {
+    let b: FailoverBody = serde_json::from_slice(body)
+        .map_err(|e| format!("expected {{\"to\": \"<region>\"}}: {e}"))?;
+    if b.to.is_empty() {
+        return Err("`to` must name a region".into());
+    }
+    Ok(b.to)
 }
 
 async fn failback(
