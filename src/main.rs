@@ -86,7 +86,10 @@ fn main() -> ExitCode {
         Command::CheckConfig => {
             println!("# {} is valid; effective settings:", cli.config.display());
             print!("{}", config.to_pretty());
-            ExitCode::SUCCESS
+            match run(check_state_table(config)) {
+                ExitCode::SUCCESS => ExitCode::SUCCESS,
+                _ => ExitCode::from(2),
+            }
         }
         Command::Exporter => run(run_exporter(config)),
         Command::Responder => run(run_responder(config)),
@@ -135,6 +138,38 @@ async fn run_exporter(config: Config) -> anyhow::Result<()> {
         trigger.fire();
     });
     dynamo_failover::exporter::run(config, shared, listener, stop).await
+}
+
+/// With the DynamoDB state store, check-config also checks the table can hold a lease.
+async fn check_state_table(config: Config) -> anyhow::Result<()> {
+    use dynamo_failover::config::responder::StoreConfig;
+    let Some(StoreConfig::Dynamodb {
+        table,
+        region,
+        endpoint,
+        timeout,
+        ..
+    }) = config.responder.as_ref().map(|r| &r.store)
+    else {
+        return Ok(());
+    };
+    let shared = dynamo_failover::probe::client::load_shared().await;
+    let mut b = aws_sdk_dynamodb::config::Builder::from(&shared)
+        .region(aws_sdk_dynamodb::config::Region::new(region.clone()));
+    if let Some(ep) = endpoint {
+        b = b.endpoint_url(ep);
+    }
+    let store = dynamo_failover::adapters::state_dynamodb::DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(b.build()),
+        table,
+        *timeout,
+    );
+    store
+        .check_table()
+        .await
+        .map_err(|e| anyhow::anyhow!("config key `responder.state.table`: {e}"))?;
+    println!("# state table {table} in {region} can hold the lease");
+    Ok(())
 }
 
 async fn run_responder(config: Config) -> anyhow::Result<()> {

@@ -458,3 +458,27 @@ async fn a_slow_drip_body_is_cut_off_and_changes_nothing() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(s.state().await["epoch"], 0);
 }
+
+#[tokio::test]
+async fn check_config_checks_that_the_state_table_can_hold_the_lease() {
+    let s = Stack::start(ha(2)).await;
+    let (ok, out) = s.cli(&["check-config"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("can hold the lease") && out.contains("backend = \"dynamodb\""),
+        "{out}"
+    );
+    assert!(
+        !out.contains(WEBHOOK_TOKEN) && out.contains("[redacted]"),
+        "{out}"
+    );
+    let cfg = std::fs::read_to_string(s.path("config.toml")).unwrap();
+    std::fs::write(
+        s.path("config.toml"),
+        cfg.replace(STATE_TABLE, "no-such-table"),
+    )
+    .unwrap();
+    let (ok, out) = s.cli(&["check-config"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("responder.state.table"), "{out}");
+}

@@ -91,20 +91,42 @@ impl DynamoStore {
             })
             .await?;
         let t = d.table.ok_or("the state table has no description")?;
-        let replicas = t.replicas.as_deref().unwrap_or_default();
+        let replicas = t.replicas.as_deref().unwrap_or_default().len();
         let strong = t
             .multi_region_consistency
             .as_ref()
             .is_some_and(|c| c.as_str() == "STRONG");
-        if !replicas.is_empty() && !strong {
-            return Err(format!(
-                "the state table {} is a global table with {} replica(s) and eventual (last-writer-wins) consistency; \
-                 a lease needs a single-region table or a multi-region table with strong consistency",
-                self.table,
-                replicas.len()
-            ));
-        }
-        Ok(())
+        lease_capable(&self.table, replicas, strong)
+    }
+}
+
+/// A lease needs conditional writes that every replica sees at once: a single-region table, or a
+/// multi-region table with strong consistency. A last-writer-wins global table can grant the same
+/// lease in two regions.
+pub fn lease_capable(
+    table: &str,
+    replicas: usize,
+    strongly_consistent: bool,
+) -> Result<(), String> {
+    if replicas > 0 && !strongly_consistent {
+        return Err(format!(
+            "the state table {table} is a global table with {replicas} replica(s) and eventual (last-writer-wins) \
+             consistency; a lease needs a single-region table or a multi-region table with strong consistency"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_capable;
+
+    #[test]
+    fn a_last_writer_wins_global_table_is_refused_and_the_others_accepted() {
+        assert!(lease_capable("t", 0, false).is_ok());
+        assert!(lease_capable("t", 2, true).is_ok());
+        let e = lease_capable("t", 2, false).unwrap_err();
+        assert!(e.contains("last-writer-wins"), "{e}");
     }
 }
 

@@ -548,6 +548,9 @@ webhook_url = "{notify}/hook"
             .args(args)
             .arg("--config")
             .arg(self.path("config.toml"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .output()
             .unwrap();
         let text = format!(
