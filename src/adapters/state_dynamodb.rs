@@ -117,19 +117,6 @@ pub fn lease_capable(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::lease_capable;
-
-    #[test]
-    fn a_last_writer_wins_global_table_is_refused_and_the_others_accepted() {
-        assert!(lease_capable("t", 0, false).is_ok());
-        assert!(lease_capable("t", 2, true).is_ok());
-        let e = lease_capable("t", 2, false).unwrap_err();
-        assert!(e.contains("last-writer-wins"), "{e}");
-    }
-}
-
 #[async_trait]
 impl StateStore for DynamoStore {
     async fn load(&self) -> Result<Option<Versioned>, StoreError> {
@@ -301,5 +288,18 @@ impl Lease for DynamoStore {
                 .send(),
         )
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease_capable;
+
+    #[test]
+    fn a_last_writer_wins_global_table_is_refused_and_the_others_accepted() {
+        assert!(lease_capable("t", 0, false).is_ok());
+        assert!(lease_capable("t", 2, true).is_ok());
+        let e = lease_capable("t", 2, false).unwrap_err();
+        assert!(e.contains("last-writer-wins"), "{e}");
     }
 }
