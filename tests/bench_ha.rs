@@ -1,0 +1,147 @@
+//! Replica benchmarks (ignored in the normal test run; `scripts/bench/run ha` runs them in
+//! release mode and they print their figures):
+//! - takeover: kill -9 of the acting replica in the middle of a plan, time until the other
+//!   replica resumes the plan; 10 runs, lease 2 s;
+//! - storm: 10,000 deliveries of one alert spread over three replicas by 50 concurrent senders.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::Method;
+use common::stack::*;
+use common::wait_until;
+use fake_digitalocean::Fault;
+
+const T0: &str = "2026-11-26T05:49:00.000Z";
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn unix_s() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Seconds since the epoch of the first log line of `text` with `message`.
+fn logged_at(text: &str, message: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        if v["message"] != message {
+            return None;
+        }
+        let t = time::OffsetDateTime::parse(v["timestamp"].as_str()?, &time::format_description::well_known::Rfc3339).ok()?;
+        Some(t.unix_timestamp_nanos() as f64 / 1e9)
+    })
+}
+
+#[tokio::test]
+#[ignore = "benchmark: scripts/bench/run ha"]
+async fn takeover_after_kill_9_of_the_acting_replica() {
+    let runs = 10;
+    let mut takeovers = Vec::new();
+    for run in 0..runs {
+        let mut s = Stack::start(Knobs { replicas: 2, lease: "2s", step_deadline: "20s", ..Knobs::default() }).await;
+        s.fake.inject_at(Fault::Slow(Duration::from_secs(8)), 1, Some(Method::GET), Some("/v2/load_balancers/lb-tag"));
+        let leader = s.leader().await;
+        let r = s
+            .http
+            .post(format!("{}/alerts", s.base_of(leader)))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .header("content-type", "application/json")
+            .body(alert_body(EAST, true, T0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        wait_until(Duration::from_secs(20), "the plan to pause at the tag step", || async {
+            s.state().await["plan"]["steps"][1]["done"] == true
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.kill_replica(leader).await;
+        let killed = unix_s();
+        s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+        let other = 1 - leader;
+        let log = std::fs::read_to_string(s.path(&format!("responder-{other}-1.log"))).unwrap();
+        let resumed = logged_at(&log, "resuming an unfinished plan").expect("the survivor resumed the plan");
+        let took = resumed - killed;
+        println!("run {run}: plan resumed {took:.3} s after kill -9");
+        takeovers.push(took);
+    }
+    takeovers.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("\n## takeover after kill -9 of the acting replica ({runs} runs, lease 2 s, renewed every 0.67 s)");
+    println!(
+        "kill -9 -> plan resumed by the other replica: median {:.2} s, max {:.2} s (floor: under lease + 1 s = 3 s)",
+        pct(&takeovers, 0.5),
+        takeovers[takeovers.len() - 1]
+    );
+    assert!(takeovers[takeovers.len() - 1] < 3.0, "takeover slower than the lease plus 1 s");
+}
+
+#[tokio::test]
+#[ignore = "benchmark: scripts/bench/run ha"]
+async fn webhook_storm_against_three_replicas() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Stack::start(Knobs { replicas: 3, lease: "2s", ..Knobs::default() }).await;
+    s.leader().await;
+    let body = alert_body(EAST, true, T0);
+    let mut senders = Vec::new();
+    let start = std::time::Instant::now();
+    for i in 0..50 {
+        let port = s.replicas[i % 3].port;
+        let request = format!(
+            "POST /alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {WEBHOOK_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        senders.push(tokio::spawn(async move {
+            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            conn.set_nodelay(true).unwrap();
+            let mut buf = vec![0u8; 8192];
+            let mut lat = Vec::with_capacity(200);
+            for _ in 0..200 {
+                let t = std::time::Instant::now();
+                conn.write_all(request.as_bytes()).await.unwrap();
+                let mut have = 0;
+                loop {
+                    let n = conn.read(&mut buf[have..]).await.unwrap();
+                    assert!(n > 0, "connection closed");
+                    have += n;
+                    let text = String::from_utf8_lossy(&buf[..have]).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                            .unwrap_or(0);
+                        if have >= end + 4 + len {
+                            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                            break;
+                        }
+                    }
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut acks = Vec::new();
+    for h in senders {
+        acks.extend(h.await.unwrap());
+    }
+    let wall = start.elapsed();
+    acks.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+    // Followers catch up within a renew interval.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = s.state().await;
+    let transitions = st["transitions"].as_array().unwrap().len();
+    println!("\n## webhook storm against three replicas: {} deliveries from 50 senders in {:.2} s", acks.len(), wall.as_secs_f64());
+    println!(
+        "acknowledgement: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (floor: p99 < 10 ms); transitions: {transitions} (must be 1)",
+        pct(&acks, 0.5),
+        pct(&acks, 0.99),
+        acks[acks.len() - 1]
+    );
+    assert_eq!(transitions, 1);
+    assert!(pct(&acks, 0.99) < 10.0);
+}
