@@ -132,11 +132,7 @@ async fn run_exporter(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding exporter.listen {}", config.exporter.listen))?;
     let shared = dynamo_failover::probe::client::load_shared().await;
     let (trigger, stop) = shutdown::channel();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received");
-        trigger.fire();
-    });
+    fire_on_signal(std::sync::Arc::new(trigger));
     dynamo_failover::exporter::run(config, shared, listener, stop).await
 }
 
@@ -183,11 +179,7 @@ async fn run_responder(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding responder.listen {}", r.listen))?;
     let shared = dynamo_failover::probe::client::load_shared().await;
     let (trigger, stop) = shutdown::channel();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received");
-        trigger.fire();
-    });
+    fire_on_signal(std::sync::Arc::new(trigger));
     dynamo_failover::responder::run(config, shared, listener, stop).await
 }
 
@@ -207,12 +199,7 @@ async fn run_both(config: Config) -> anyhow::Result<()> {
     let shared = dynamo_failover::probe::client::load_shared().await;
     let (trigger, stop) = shutdown::channel();
     let trigger = std::sync::Arc::new(trigger);
-    let t = trigger.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received");
-        t.fire();
-    });
+    fire_on_signal(trigger.clone());
     let exp =
         dynamo_failover::exporter::run(config.clone(), shared.clone(), exp_listener, stop.clone());
     let resp = dynamo_failover::responder::run(config, shared, resp_listener, stop);
@@ -229,6 +216,15 @@ async fn run_both(config: Config) -> anyhow::Result<()> {
         }
     );
     a.and(b)
+}
+
+/// Fires the shutdown on SIGTERM or Ctrl-C.
+fn fire_on_signal(trigger: std::sync::Arc<shutdown::ShutdownTrigger>) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        trigger.fire();
+    });
 }
 
 async fn wait_for_signal() {

@@ -20,7 +20,10 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn unix_s() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// Seconds since the epoch of the first log line of `text` with `message`.
@@ -30,7 +33,11 @@ fn logged_at(text: &str, message: &str) -> Option<f64> {
         if v["message"] != message {
             return None;
         }
-        let t = time::OffsetDateTime::parse(v["timestamp"].as_str()?, &time::format_description::well_known::Rfc3339).ok()?;
+        let t = time::OffsetDateTime::parse(
+            v["timestamp"].as_str()?,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()?;
         Some(t.unix_timestamp_nanos() as f64 / 1e9)
     })
 }
@@ -41,8 +48,19 @@ async fn takeover_after_kill_9_of_the_acting_replica() {
     let runs = 10;
     let mut takeovers = Vec::new();
     for run in 0..runs {
-        let mut s = Stack::start(Knobs { replicas: 2, lease: "2s", step_deadline: "20s", ..Knobs::default() }).await;
-        s.fake.inject_at(Fault::Slow(Duration::from_secs(8)), 1, Some(Method::GET), Some("/v2/load_balancers/lb-tag"));
+        let mut s = Stack::start(Knobs {
+            replicas: 2,
+            lease: "2s",
+            step_deadline: "20s",
+            ..Knobs::default()
+        })
+        .await;
+        s.fake.inject_at(
+            Fault::Slow(Duration::from_secs(8)),
+            1,
+            Some(Method::GET),
+            Some("/v2/load_balancers/lb-tag"),
+        );
         let leader = s.leader().await;
         let r = s
             .http
@@ -54,9 +72,11 @@ async fn takeover_after_kill_9_of_the_acting_replica() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        wait_until(Duration::from_secs(20), "the plan to pause at the tag step", || async {
-            s.state().await["plan"]["steps"][1]["done"] == true
-        })
+        wait_until(
+            Duration::from_secs(20),
+            "the plan to pause at the tag step",
+            || async { s.state().await["plan"]["steps"][1]["done"] == true },
+        )
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         s.kill_replica(leader).await;
@@ -64,7 +84,8 @@ async fn takeover_after_kill_9_of_the_acting_replica() {
         s.wait_steady_in(WEST, Duration::from_secs(30)).await;
         let other = 1 - leader;
         let log = std::fs::read_to_string(s.path(&format!("responder-{other}-1.log"))).unwrap();
-        let resumed = logged_at(&log, "resuming an unfinished plan").expect("the survivor resumed the plan");
+        let resumed =
+            logged_at(&log, "resuming an unfinished plan").expect("the survivor resumed the plan");
         let took = resumed - killed;
         println!("run {run}: plan resumed {took:.3} s after kill -9");
         takeovers.push(took);
@@ -76,14 +97,22 @@ async fn takeover_after_kill_9_of_the_acting_replica() {
         pct(&takeovers, 0.5),
         takeovers[takeovers.len() - 1]
     );
-    assert!(takeovers[takeovers.len() - 1] < 3.0, "takeover slower than the lease plus 1 s");
+    assert!(
+        takeovers[takeovers.len() - 1] < 3.0,
+        "takeover slower than the lease plus 1 s"
+    );
 }
 
 #[tokio::test]
 #[ignore = "benchmark: scripts/bench/run ha"]
 async fn webhook_storm_against_three_replicas() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let s = Stack::start(Knobs { replicas: 3, lease: "2s", ..Knobs::default() }).await;
+    let s = Stack::start(Knobs {
+        replicas: 3,
+        lease: "2s",
+        ..Knobs::default()
+    })
+    .await;
     s.leader().await;
     let body = alert_body(EAST, true, T0);
     let mut senders = Vec::new();
@@ -95,7 +124,9 @@ async fn webhook_storm_against_three_replicas() {
             body.len()
         );
         senders.push(tokio::spawn(async move {
-            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
             conn.set_nodelay(true).unwrap();
             let mut buf = vec![0u8; 8192];
             let mut lat = Vec::with_capacity(200);
@@ -111,7 +142,11 @@ async fn webhook_storm_against_three_replicas() {
                     if let Some(end) = text.find("\r\n\r\n") {
                         let len: usize = text[..end]
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
                             .unwrap_or(0);
                         if have >= end + 4 + len {
                             assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -135,7 +170,11 @@ async fn webhook_storm_against_three_replicas() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let st = s.state().await;
     let transitions = st["transitions"].as_array().unwrap().len();
-    println!("\n## webhook storm against three replicas: {} deliveries from 50 senders in {:.2} s", acks.len(), wall.as_secs_f64());
+    println!(
+        "\n## webhook storm against three replicas: {} deliveries from 50 senders in {:.2} s",
+        acks.len(),
+        wall.as_secs_f64()
+    );
     println!(
         "acknowledgement: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (floor: p99 < 10 ms); transitions: {transitions} (must be 1)",
         pct(&acks, 0.5),

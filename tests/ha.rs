@@ -59,23 +59,28 @@ async fn post_to(s: &Stack, i: usize, body: &str) -> u16 {
 }
 
 #[tokio::test]
-async fn three_replicas_receiving_every_delivery_make_exactly_one_transition() {
-    let s = Stack::start(ha(3)).await;
+async fn two_or_three_replicas_receiving_every_delivery_make_exactly_one_transition() {
+    for n in [2, 3] {
+        every_replica_gets_every_delivery(n).await;
+    }
+}
+
+async fn every_replica_gets_every_delivery(n: usize) {
+    let s = Stack::start(ha(n)).await;
     let leader = s.leader().await;
     let roles = s.roles().await;
     assert_eq!(
         roles.iter().filter(|(_, r)| r == "ready: follower").count(),
-        2,
+        n - 1,
         "{roles:?}"
     );
     let body = alert_body(EAST, true, T0);
     // Alertmanager (an HA pair) sends every notification to every replica, repeatedly.
     let mut sends = Vec::new();
-    for round in 0..10 {
-        for i in 0..3 {
+    for _ in 0..10 {
+        for i in 0..n {
             let (http, base, body) = (s.http.clone(), s.base_of(i), body.clone());
             sends.push(tokio::spawn(async move {
-                let _ = round;
                 http.post(format!("{base}/alerts"))
                     .bearer_auth(WEBHOOK_TOKEN)
                     .header("content-type", "application/json")
@@ -93,7 +98,7 @@ async fn three_replicas_receiving_every_delivery_make_exactly_one_transition() {
     }
     s.wait_steady_in(WEST, Duration::from_secs(30)).await;
     assert_moved_to_west(&s);
-    for i in 0..3 {
+    for i in 0..n {
         let st: serde_json::Value = s
             .http
             .get(format!("{}/v1/state", s.base_of(i)))
@@ -104,20 +109,43 @@ async fn three_replicas_receiving_every_delivery_make_exactly_one_transition() {
             .json()
             .await
             .unwrap();
-        // Followers see the shared state within a renew interval.
-        if st["transitions"].as_array().unwrap().len() == 1 {
-            assert_eq!(st["epoch"], 1);
-        }
-        assert_eq!(st["role"], if i == leader { "leader" } else { "follower" });
+        assert_eq!(
+            st["role"],
+            if i == leader { "leader" } else { "follower" },
+            "{n} replicas"
+        );
     }
+    // Every replica's view converges on the one transition.
+    wait_until(
+        Duration::from_secs(5),
+        "followers to see the transition",
+        || async {
+            let mut all = true;
+            for i in 0..n {
+                let st: serde_json::Value = s
+                    .http
+                    .get(format!("{}/v1/state", s.base_of(i)))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                all &= st["epoch"] == 1 && st["transitions"].as_array().unwrap().len() == 1;
+            }
+            all
+        },
+    )
+    .await;
     let puts = s
         .fake
         .changes()
         .iter()
         .filter(|c| c.method == "PUT" && c.path.ends_with("lb-tag"))
         .count();
-    assert_eq!(puts, 1);
-    assert_eq!(s.reloads().len(), 1);
+    assert_eq!(puts, 1, "{n} replicas");
+    assert_eq!(s.reloads().len(), 1, "{n} replicas");
     let m = reqwest::get(format!("{}/metrics", s.base_of(leader)))
         .await
         .unwrap()

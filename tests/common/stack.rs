@@ -596,31 +596,9 @@ webhook_url = "{notify}/hook"
     }
 }
 
-/// The replicas' state table (partition key `pk`).
+/// The replicas' state table (partition key `pk`, no health item).
 pub async fn create_state_table(c: &aws_sdk_dynamodb::Client) {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    c.create_table()
-        .table_name(STATE_TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create the state table");
+    create_table(c, STATE_TABLE, false).await;
 }
 
 /// A webhook body in Alertmanager 0.25's shape for one region-down alert.
