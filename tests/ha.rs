@@ -510,3 +510,53 @@ async fn check_config_checks_that_the_state_table_can_hold_the_lease() {
     assert!(!ok, "{out}");
     assert!(out.contains("responder.state.table"), "{out}");
 }
+
+/// Sends `body` to every replica, as an Alertmanager HA pair does.
+async fn broadcast(s: &Stack, body: &str) {
+    for i in 0..s.replicas.len() {
+        assert_eq!(post_to(s, i, body).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_home_region_flapping_for_a_minute_is_failed_over_from_once_and_not_back_until_stable() {
+    let s = Stack::start(ha(2)).await; // stabilisation 3 s, minimum interval 1 s
+    broadcast(&s, &alert_body(EAST, true, "2026-11-26T05:00:00.000Z")).await;
+    s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+    // One minute of down/up cycles shorter than the stabilisation window: 20 cycles of 3 s
+    // (1.5 s up, 1.5 s down), each a new alert episode with its own startsAt.
+    let flapping_until = Instant::now() + Duration::from_secs(60);
+    let mut i = 0u32;
+    while Instant::now() < flapping_until {
+        let prev = format!("2026-11-26T06:{:02}:{:02}.000Z", i / 60, i % 60);
+        let next = format!("2026-11-26T06:{:02}:{:02}.000Z", (i + 1) / 60, (i + 1) % 60);
+        let starts = if i == 0 {
+            "2026-11-26T05:00:00.000Z".to_string()
+        } else {
+            prev
+        };
+        broadcast(&s, &alert_body(EAST, false, &starts)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await; // the up half of a flap
+        broadcast(&s, &alert_body(EAST, true, &next)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await; // the down half
+        let st = s.state().await;
+        assert_eq!(
+            st["active_region"], WEST,
+            "failed back while home flaps (cycle {i})"
+        );
+        assert!(
+            st["plan"].is_null(),
+            "a plan started while home flaps (cycle {i}): {st}"
+        );
+        i += 1;
+    }
+    // Home recovers for good: one failback, after the window.
+    let last = format!("2026-11-26T06:{:02}:{:02}.000Z", i / 60, i % 60);
+    let resolved = Instant::now();
+    broadcast(&s, &alert_body(EAST, false, &last)).await;
+    s.wait_steady_in(EAST, Duration::from_secs(30)).await;
+    assert!(resolved.elapsed() >= Duration::from_secs(3));
+    let st = s.state().await;
+    assert_eq!(st["transitions"].as_array().unwrap().len(), 2, "{st}");
+    s.assert_no_secrets();
+}
