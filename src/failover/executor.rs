@@ -280,17 +280,8 @@ impl Engine {
         self.published.borrow().clone()
     }
 
-    /// Subscribes to state changes.
-    pub fn watch(&self) -> watch::Receiver<Arc<State>> {
-        self.published.subscribe()
-    }
-
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.parts.policy
     }
 
     /// Decides every event in order, stores the result once, then starts the effects. Answers the
@@ -308,6 +299,7 @@ impl Engine {
         }
         let mut cur = self.current.lock().await;
         let mut attempt = 0;
+        let mut raced = false;
         let (answers, effects, changed) = loop {
             attempt += 1;
             let now = self.parts.clock.now_ms();
@@ -332,6 +324,7 @@ impl Engine {
                     }
                     // Another replica stored first: decide again on what it stored.
                     Err(StoreError::Conflict { .. }) if attempt < CAS_ATTEMPTS => {
+                        raced = true;
                         if let Some(v) = self.parts.store.load().await? {
                             cur.state = v.state.adopt(&self.parts.policy, now);
                             cur.version = v.version;
@@ -354,6 +347,12 @@ impl Engine {
             break (answers, effects, changed);
         };
         drop(cur);
+        if raced && self.is_leader() {
+            // A plan another replica recorded is ours to carry out: start now, not at the next
+            // refresh.
+            let snap = self.snapshot();
+            self.resume(&snap);
+        }
         self.clone().run_effects(effects);
         Ok(Submitted {
             refusals: answers,
