@@ -712,3 +712,41 @@ async fn a_failing_notifier_never_blocks_or_undoes_a_step() {
     assert_eq!(s.env_value().as_deref(), Some(WEST));
     s.assert_no_secrets();
 }
+
+#[tokio::test]
+async fn serve_runs_both_roles_in_one_process() {
+    let mut s = Stack::start(Knobs::default()).await;
+    s.kill().await;
+    let log = std::fs::File::create(s.path("serve.log")).unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(s.path("config.toml"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let exporter = format!("http://127.0.0.1:{}", s.exporter_port);
+    wait_until(Duration::from_secs(20), "both roles to answer", || async {
+        let probes = reqwest::get(format!("{exporter}/metrics")).await.ok();
+        let probes = match probes {
+            Some(r) => r.text().await.unwrap_or_default(),
+            None => return false,
+        };
+        let ready = reqwest::get(format!("{}/readyz", s.base()))
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        ready
+            && sample(
+                &probes,
+                "dynamodb_probe_success",
+                &[("region", WEST), ("operation", "read")],
+            ) == Some(1.0)
+    })
+    .await;
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    s.wait_steady_in(WEST, Duration::from_secs(20)).await;
+    child.kill().await.unwrap();
+}

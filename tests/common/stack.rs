@@ -140,6 +140,8 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     /// Replica 0's port.
     pub port: u16,
+    /// Where `serve` puts the exporter role.
+    pub exporter_port: u16,
     pub replicas: Vec<Replica>,
     pub http: reqwest::Client,
     /// Every HTTP answer body the tests read, for the secret scan.
@@ -176,6 +178,7 @@ impl Stack {
         )
         .unwrap();
         let ports: Vec<u16> = (0..knobs.replicas.max(1)).map(|_| free_port()).collect();
+        let exporter_port = free_port();
         let port = ports[0];
         let state_store = if knobs.replicas > 1 {
             let m = Moto::start().await;
@@ -214,6 +217,9 @@ ipv4 = "192.0.2.20"
 
 [[table]]
 name = "{TABLE}"
+
+[exporter]
+listen = "127.0.0.1:{exporter_port}"
 
 [responder]
 listen = "127.0.0.1:LISTEN_PORT"
@@ -275,6 +281,7 @@ webhook_url = "{notify}/hook"
             auto_failback = knobs.auto_failback,
             step_deadline = knobs.step_deadline,
             request_timeout = knobs.request_timeout,
+            exporter_port = exporter_port,
             slow = if knobs.slow_first_reload {
                 format!(
                     "; [ -f {0}/slowed ] || {{ touch {0}/slowed; sleep 4; }}",
@@ -315,6 +322,7 @@ webhook_url = "{notify}/hook"
             inbox,
             dir,
             port,
+            exporter_port,
             replicas: ports
                 .iter()
                 .map(|p| Replica {
