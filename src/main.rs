@@ -91,7 +91,8 @@ fn main() -> ExitCode {
                 _ => ExitCode::from(2),
             }
         }
-        Command::Exporter => run(run_exporter(config)),
+        // Probing is light, async work: one thread does it with less CPU and memory than a pool.
+        Command::Exporter => run_on(Runtime::OneThread, run_exporter(config)),
         Command::Responder => run(run_responder(config)),
         Command::Serve => run(run_both(config)),
         Command::Status(c) => run(client::call(config, c.url, client::Action::Status)),
@@ -104,11 +105,22 @@ fn main() -> ExitCode {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Runtime {
+    OneThread,
+    Pool,
+}
+
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_on(Runtime::Pool, fut)
+}
+
+fn run_on(kind: Runtime, fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let mut builder = match kind {
+        Runtime::OneThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::Pool => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dynamo-failover: cannot start the runtime: {e}");

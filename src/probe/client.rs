@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::config::Region;
+use aws_sdk_dynamodb::config::{Region, StalledStreamProtectionConfig};
 use aws_sdk_dynamodb::Client;
 
 use crate::config::{ProberConfig, RegionConfig};
@@ -36,7 +36,10 @@ pub fn build(
     let mut builder = aws_sdk_dynamodb::config::Builder::from(shared)
         .region(Region::new(region.name.clone()))
         .timeout_config(timeouts)
-        .retry_config(retry);
+        .retry_config(retry)
+        // The operation and attempt timeouts above already bound every call; the stalled-stream
+        // monitor would only add a timer per response body.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(endpoint) = &region.endpoint {
         builder = builder.endpoint_url(endpoint);
     }
