@@ -99,8 +99,8 @@ fn alert(region: &str, firing: bool, starts: &str) -> String {
 
 #[tokio::main]
 async fn main() {
-    let (_east_proc, east) = moto().await;
-    let (_west_proc, west) = moto().await;
+    let (east_proc, east) = moto().await;
+    let (west_proc, west) = moto().await;
     seed_table(&east, "us-east-1").await;
     seed_table(&west, "us-west-2").await;
     let fake = fake_digitalocean::FakeDo::start_with_limit("127.0.0.1:0", DO_TOKEN, 1_000_000)
@@ -374,5 +374,9 @@ type = "A"
         }
     );
     trigger.fire();
+    // process::exit skips destructors: stop the moto servers first.
+    for mut p in [east_proc, west_proc] {
+        let _ = p.kill().await;
+    }
     std::process::exit(if overhead_ok && storm_ok { 0 } else { 1 });
 }
