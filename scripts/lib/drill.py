@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import tomllib
 import time
 import urllib.parse
 import urllib.request
@@ -204,61 +205,19 @@ class Narrator:
 
 
 def config(run):
-    regions = ""
-    for name, region, slug, ids, tag, ip, prio in (("east", EAST, "nyc1", "[101, 102]", "wp-east", "192.0.2.10", 1),
-                                                  ("west", WEST, "sfo3", "[201, 202]", "wp-west", "192.0.2.20", 2)):
-        regions += (f'[[region]]\nname = "{region}"\nendpoint = "http://127.0.0.1:{PORTS[name]}"\npriority = {prio}\n'
-                    f'[region.digitalocean]\nslug = "{slug}"\ndroplet_ids = {ids}\ntag = "{tag}"\nipv4 = "{ip}"\n\n')
-    base = ('interval = "1s"\nattempt_timeout = "300ms"\ntimeout = "800ms"\n\n')
+    """Writes the three probers' configs, derived from config/demo.toml's regions and tables, and
+    the secrets and seed files that config names."""
+    demo = tomllib.loads((ROOT / "config/demo.toml").read_text())
+    regions = "".join(f'[[region]]\nname = "{r["name"]}"\nendpoint = "{r["endpoint"]}"\npriority = {r["priority"]}\n\n'
+                      for r in demo["region"])
+    tables = "".join(f'[[table]]\nname = "{t["name"]}"\n\n' for t in demo["table"])
+    timing = "".join(f'{k} = "{demo["prober"][k]}"\n' for k in ("interval", "attempt_timeout", "timeout"))
     for p in ("p1", "p2", "p3"):
-        (run / f"{p}.toml").write_text(f'[prober]\nid = "{p}"\n{base}[exporter]\nlisten = "127.0.0.1:{PORTS[p]}"\n\n'
-                                       f'{regions}[[table]]\nname = "wordpress_posts"\n')
+        (run / f"{p}.toml").write_text(f'[prober]\nid = "{p}"\n{timing}\n[exporter]\nlisten = "127.0.0.1:{PORTS[p]}"\n\n'
+                                       f'{regions}{tables}')
     for k in ("webhook", "admin", "do"):
         (run / f"{k}.token").write_text(TOKENS[k])
     (run / "app.env").write_text("# WordPress reads this (see deploy/)\nDYNAMODB_REGION=us-east-1\n")
-    (run / "responder.toml").write_text(f'''[prober]
-id = "responder"
-{base}{regions}[[table]]
-name = "wordpress_posts"
-
-[responder]
-listen = "127.0.0.1:{PORTS['responder']}"
-state_file = "{run}/state.json"
-webhook_token_file = "{run}/webhook.token"
-admin_token_file = "{run}/admin.token"
-public_url = "http://127.0.0.1:{PORTS['responder']}"
-prometheus_url = "http://127.0.0.1:{PORTS['prometheus']}"
-tick = "250ms"
-
-[responder.policy]
-min_interval = "2s"
-stabilisation = "5s"
-
-[responder.app]
-env_file = "{run}/app.env"
-reload_commands = [["sh", "-c", "echo \\"$(date +%T) reload: DYNAMODB_REGION=$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\\" >> {run}/reloads.log"]]
-
-[responder.digitalocean]
-api_url = "http://127.0.0.1:{PORTS['fake_do']}"
-token_file = "{run}/do.token"
-request_timeout = "2s"
-
-[[responder.digitalocean.load_balancer]]
-id = "lb-tag"
-mode = "tag"
-
-[[responder.digitalocean.load_balancer]]
-id = "lb-global"
-mode = "global"
-
-[[responder.digitalocean.dns_record]]
-domain = "example.com"
-record_id = 1001
-type = "A"
-
-[responder.notify]
-webhook_url = "http://127.0.0.1:{PORTS['inbox']}/hook"
-''')
     rules = [{"entry_protocol": "http", "entry_port": 80, "target_protocol": "http", "target_port": 80}]
     (run / "do-seed.json").write_text(json.dumps({
         "load_balancers": [
@@ -313,7 +272,7 @@ def main():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     for p in ("p1", "p2", "p3"):
         start(p, [a.bin, "exporter", "--config", str(run / f"{p}.toml")], run, env)
-    start("responder", [a.bin, "responder", "--log-format", "json", "--config", str(run / "responder.toml")], run, env)
+    start("responder", [a.bin, "responder", "--log-format", "json", "--config", str(ROOT / "config/demo.toml")], run, env)
     prof = run / "profile"
     subprocess.run([sys.executable, str(ROOT / "scripts/lib/profile.py"), str(prof), "--fast",
                     "--exporters", ",".join(f"127.0.0.1:{PORTS[p]}" for p in ("p1", "p2", "p3")),
