@@ -418,20 +418,7 @@ impl Engine {
             NoticeKind::Blocked => "blocked",
             _ => return,
         };
-        let trigger = self
-            .snapshot()
-            .history
-            .front()
-            .filter(|t| t.epoch == n.epoch)
-            .map(|t| t.trigger.as_str())
-            .or_else(|| {
-                self.snapshot()
-                    .plan
-                    .as_ref()
-                    .filter(|p| p.epoch == n.epoch)
-                    .map(|p| p.trigger.as_str())
-            })
-            .unwrap_or("alert");
+        let trigger = n.trigger.map_or("none", |t| t.as_str());
         self.parts
             .metrics
             .transitions
@@ -746,6 +733,7 @@ pub fn render(n: &Notice, s: &State, p: &Policy, links: &Links, lag: Option<f64>
     }
     let fields = serde_json::json!({
         "kind": n.kind.as_str(),
+        "trigger": n.trigger,
         "epoch": n.epoch,
         "from": n.from,
         "to": n.to,

@@ -223,6 +223,8 @@ pub struct Notice {
     pub changes: Vec<String>,
     /// Steps not done yet, for failure notices.
     pub pending: Vec<String>,
+    /// What started the move the notice is about, if it is about one.
+    pub trigger: Option<Trigger>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -475,17 +477,20 @@ fn apply(
                 if let Some(h) = s.health.get_mut(&plan.to) {
                     h.live_failed_ms = Some(now);
                 }
-                fx.push(notice(
-                    NoticeKind::TargetRejected,
-                    plan.epoch,
-                    Some(plan.from.clone()),
-                    Some(plan.to.clone()),
-                    format!(
-                        "{} to {} dropped: the live check of {} failed ({detail})",
-                        kind_word(plan.kind),
-                        plan.to,
-                        plan.to
+                fx.push(triggered(
+                    notice(
+                        NoticeKind::TargetRejected,
+                        plan.epoch,
+                        Some(plan.from.clone()),
+                        Some(plan.to.clone()),
+                        format!(
+                            "{} to {} dropped: the live check of {} failed ({detail})",
+                            kind_word(plan.kind),
+                            plan.to,
+                            plan.to
+                        ),
                     ),
+                    plan.trigger,
                 ));
             }
             Ok(())
@@ -528,12 +533,15 @@ fn apply(
             plan.failed_ms = Some(now);
             let msg = format!("step {} failed: {detail}", plan.steps[*index].name);
             plan.last_error = Some(msg.clone());
-            let mut n = notice(
-                NoticeKind::StepFailed,
-                plan.epoch,
-                Some(plan.from.clone()),
-                Some(plan.to.clone()),
-                msg,
+            let mut n = triggered(
+                notice(
+                    NoticeKind::StepFailed,
+                    plan.epoch,
+                    Some(plan.from.clone()),
+                    Some(plan.to.clone()),
+                    msg,
+                ),
+                plan.trigger,
             );
             if let Effect::Notify(n) = &mut n {
                 (n.changes, n.pending) = step_lists(plan);
@@ -624,12 +632,15 @@ fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &StepNames, fx: &m
                 let mut p = s.plan.take().expect("present");
                 // The target may have gone down meanwhile: then drop the plan and choose again.
                 if s.is_down(&p.to) {
-                    fx.push(notice(
-                        NoticeKind::TargetRejected,
-                        p.epoch,
-                        Some(p.from.clone()),
-                        Some(p.to.clone()),
-                        format!("failed plan to {} dropped: {} is now down", p.to, p.to),
+                    fx.push(triggered(
+                        notice(
+                            NoticeKind::TargetRejected,
+                            p.epoch,
+                            Some(p.from.clone()),
+                            Some(p.to.clone()),
+                            format!("failed plan to {} dropped: {} is now down", p.to, p.to),
+                        ),
+                        p.trigger,
                     ));
                 } else {
                     restart(&mut p, fx);
@@ -673,12 +684,15 @@ fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &StepNames, fx: &m
     };
     if let Some(why) = blocked {
         if s.blocked.as_deref() != Some(why.as_str()) {
-            fx.push(notice(
-                NoticeKind::Blocked,
-                s.epoch,
-                Some(s.active.clone()),
-                to.as_ref().ok().cloned(),
-                why.clone(),
+            fx.push(triggered(
+                notice(
+                    NoticeKind::Blocked,
+                    s.epoch,
+                    Some(s.active.clone()),
+                    to.as_ref().ok().cloned(),
+                    why.clone(),
+                ),
+                trigger,
             ));
             s.blocked = Some(why);
         }
@@ -774,12 +788,15 @@ fn start(
         failed_ms: None,
         last_error: None,
     };
-    fx.push(notice(
-        NoticeKind::Started,
-        plan.epoch,
-        Some(plan.from.clone()),
-        Some(plan.to.clone()),
-        reason,
+    fx.push(triggered(
+        notice(
+            NoticeKind::Started,
+            plan.epoch,
+            Some(plan.from.clone()),
+            Some(plan.to.clone()),
+            reason,
+        ),
+        trigger,
     ));
     fx.push(Effect::CheckTarget { epoch: plan.epoch });
     s.plan = Some(plan);
@@ -809,6 +826,7 @@ fn finish(s: &mut State, plan: Plan, now: u64, fx: &mut Vec<Effect>) {
     });
     s.history.truncate(HISTORY_LEN);
     let (changes, _) = step_lists(&plan);
+    let trigger = plan.trigger;
     let mut n = notice(
         if retried {
             NoticeKind::Recovered
@@ -822,6 +840,7 @@ fn finish(s: &mut State, plan: Plan, now: u64, fx: &mut Vec<Effect>) {
     );
     if let Effect::Notify(n) = &mut n {
         n.changes = changes;
+        n.trigger = Some(trigger);
     }
     fx.push(n);
 }
@@ -858,7 +877,16 @@ fn notice(
         reason,
         changes: Vec::new(),
         pending: Vec::new(),
+        trigger: None,
     })
+}
+
+/// `e` with the trigger of the move it tells about.
+fn triggered(mut e: Effect, trigger: Trigger) -> Effect {
+    if let Effect::Notify(n) = &mut e {
+        n.trigger = Some(trigger);
+    }
+    e
 }
 
 fn kind_word(k: Kind) -> &'static str {
