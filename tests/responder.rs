@@ -583,6 +583,21 @@ async fn bad_inputs_get_clear_codes_and_change_nothing() {
             );
         }
     }
+    // A refusal sent with the body half read closes the connection, so a
+    // pooling client does not reuse a socket the server is closing.
+    let r = reqwest::Client::new()
+        .post(format!("{}/alerts", s.base()))
+        .bearer_auth(WEBHOOK_TOKEN)
+        .header("content-type", "application/json")
+        .body(format!("{{\"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024)))
+        .send()
+        .await
+        .expect("oversized request");
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
     // The admin API: its own token, clear refusals.
     assert_eq!(
         s.post(
@@ -655,7 +670,7 @@ async fn bad_inputs_get_clear_codes_and_change_nothing() {
             "failover_webhook_requests_total",
             &[("result", "too_large")]
         ),
-        Some(1.0)
+        Some(2.0)
     );
     assert_eq!(
         sample(

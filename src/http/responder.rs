@@ -87,7 +87,25 @@ pub fn router(state: ResponderState, max_body: usize, request_timeout: Duration)
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .layer(axum::middleware::map_response(close_if_body_unread))
         .with_state(state)
+}
+
+/// A refusal sent before the whole body was read (too large, too slow)
+/// leaves bytes on the wire, so the connection cannot carry another
+/// request: say so, or a pooling client sends its next request into a
+/// socket the server is about to close.
+async fn close_if_body_unread(mut r: Response) -> Response {
+    if matches!(
+        r.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    r
 }
 
 fn authorize(headers: &HeaderMap, token: &Secret) -> Result<(), ApiError> {
