@@ -33,8 +33,10 @@ async fn moto() -> (tokio::process::Child, String) {
         .local_addr()
         .unwrap()
         .port();
-    let child = tokio::process::Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    // moto stands in for DynamoDB, which would not share the responder's cores; at a lower
+    // priority its Python work does not crowd the responder being measured.
+    let child = tokio::process::Command::new("nice")
+        .args(["-n", "10", &bin, "-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

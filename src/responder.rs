@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
@@ -183,6 +184,10 @@ pub async fn run(
     };
     let app = router(state, r.max_body_bytes, r.request_timeout);
     let mut stop = shutdown.clone();
+    // Answers are small and latency matters more than packet count: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.wait().await })
         .await

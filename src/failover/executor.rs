@@ -291,13 +291,33 @@ impl Engine {
         // for are durable already and change nothing. Alert records only move forward, so one
         // known to this snapshot is known to any newer state. (Time-based follow-ups are the
         // ticker's job.)
+        let nothing = || Submitted {
+            refusals: vec![None; events.len()],
+            changed: false,
+        };
+        let mut seen = self.published.subscribe();
         if self.changes_nothing(events) {
-            return Ok(Submitted {
-                refusals: vec![None; events.len()],
-                changed: false,
-            });
+            return Ok(nothing());
         }
-        let mut cur = self.current.lock().await;
+        // Wait for the lock, but a burst of copies of one new alert need not queue on it behind
+        // the first copy's write: each state published meanwhile is checked, and once it
+        // accounts for these alerts they are answered at once, all together.
+        let lock = self.current.lock();
+        tokio::pin!(lock);
+        let mut cur = loop {
+            tokio::select! {
+                biased;
+                guard = &mut lock => break guard,
+                changed = seen.changed() => {
+                    if changed.is_err() {
+                        break lock.await;
+                    }
+                    if self.changes_nothing(events) {
+                        return Ok(nothing());
+                    }
+                }
+            }
+        };
         let mut attempt = 0;
         let mut raced = false;
         let (answers, effects, changed) = loop {
