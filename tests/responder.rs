@@ -519,6 +519,7 @@ async fn a_restart_in_the_middle_of_a_plan_resumes_it_without_repeating_finished
 async fn bad_inputs_get_clear_codes_and_change_nothing() {
     let s = Stack::start(Knobs::default()).await;
     let good = alert_body(EAST, true, T0);
+    let oversized = format!("{{\"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
     let before = std::fs::read_to_string(s.path("state.json")).unwrap();
     let cases: Vec<(&str, Option<&str>, &str, String, u16)> = vec![
         ("no token", None, "application/json", good.clone(), 401),
@@ -568,7 +569,7 @@ async fn bad_inputs_get_clear_codes_and_change_nothing() {
             "too large",
             Some(WEBHOOK_TOKEN),
             "application/json",
-            format!("{{\"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024)),
+            oversized.clone(),
             413,
         ),
     ];
@@ -589,7 +590,7 @@ async fn bad_inputs_get_clear_codes_and_change_nothing() {
         .post(format!("{}/alerts", s.base()))
         .bearer_auth(WEBHOOK_TOKEN)
         .header("content-type", "application/json")
-        .body(format!("{{\"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024)))
+        .body(oversized)
         .send()
         .await
         .expect("oversized request");
@@ -599,50 +600,33 @@ async fn bad_inputs_get_clear_codes_and_change_nothing() {
         Some("close")
     );
     // The admin API: its own token, clear refusals.
-    assert_eq!(
-        s.post(
+    let admin_cases = [
+        (
             "/v1/failover",
-            Some(WEBHOOK_TOKEN),
-            "application/json",
-            json!({"to": WEST}).to_string()
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        s.post(
+            WEBHOOK_TOKEN,
+            json!({"to": WEST}).to_string(),
+            401,
+        ),
+        (
             "/v1/failover",
-            Some(ADMIN_TOKEN),
-            "application/json",
-            json!({"to": "mars-1"}).to_string()
-        )
-        .await
-        .0,
-        400
-    );
-    assert_eq!(
-        s.post(
+            ADMIN_TOKEN,
+            json!({"to": "mars-1"}).to_string(),
+            400,
+        ),
+        (
             "/v1/failover",
-            Some(ADMIN_TOKEN),
-            "application/json",
-            json!({"region": WEST}).to_string()
-        )
-        .await
-        .0,
-        400
-    );
-    assert_eq!(
-        s.post(
-            "/v1/failback",
-            Some(ADMIN_TOKEN),
-            "application/json",
-            String::new()
-        )
-        .await
-        .0,
-        409
-    );
+            ADMIN_TOKEN,
+            json!({"region": WEST}).to_string(),
+            400,
+        ),
+        ("/v1/failback", ADMIN_TOKEN, String::new(), 409),
+    ];
+    for (path, token, body, want) in admin_cases {
+        let (code, text) = s
+            .post(path, Some(token), "application/json", body.clone())
+            .await;
+        assert_eq!(code, want, "{path} {body}: {text}");
+    }
     let r = s
         .http
         .get(format!("{}/v1/state", s.base()))
