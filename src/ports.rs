@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::failover::machine::State;
+use crate::failover::state::State;
 
 /// A stored state and the version it was stored at.
 #[derive(Debug, Clone)]

@@ -20,10 +20,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 
-use crate::failover::machine::State;
+use crate::failover::state::{self, State};
 use crate::ports::{Lease, LeaseError, LeaseView, StateStore, StoreError, Versioned};
-
-use super::state_file::SCHEMA_VERSION;
 
 const STATE_KEY: &str = "state";
 const LEASE_KEY: &str = "lease";
@@ -137,19 +135,15 @@ impl StateStore for DynamoStore {
             return Ok(None);
         };
         let schema = num(&item, "schema_version").unwrap_or(0);
-        if schema != u64::from(SCHEMA_VERSION) {
-            return Err(StoreError::Corrupt(format!(
-                "the stored state has schema version {schema}, this build reads {SCHEMA_VERSION}"
-            )));
-        }
         let version = num(&item, "version")
             .ok_or_else(|| StoreError::Corrupt("the stored state has no version".into()))?;
         let json = match item.get("state") {
             Some(AttributeValue::S(s)) => s,
             _ => return Err(StoreError::Corrupt("the stored state has no body".into())),
         };
-        let state: State = serde_json::from_str(json)
-            .map_err(|e| StoreError::Corrupt(format!("the stored state is unreadable: {e}")))?;
+        let body = serde_json::from_str(json)
+            .map_err(|e| StoreError::Corrupt(format!("the stored state is not JSON: {e}")))?;
+        let state = state::decode(schema, body).map_err(StoreError::Corrupt)?;
         Ok(Some(Versioned { version, state }))
     }
 
@@ -165,7 +159,7 @@ impl StateStore for DynamoStore {
             .item("version", AttributeValue::N(next.to_string()))
             .item(
                 "schema_version",
-                AttributeValue::N(SCHEMA_VERSION.to_string()),
+                AttributeValue::N(state::SCHEMA_VERSION.to_string()),
             )
             .item("epoch", AttributeValue::N(state.epoch.to_string()))
             .item("state", AttributeValue::S(body));

@@ -10,16 +10,23 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::failover::machine::State;
+use crate::failover::state::{self, State, SCHEMA_VERSION};
 use crate::ports::{StateStore, StoreError, Versioned};
 
-pub const SCHEMA_VERSION: u32 = 1;
-
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
+/// The file as written.
+#[derive(Serialize)]
+struct OnDisk<'a> {
     schema_version: u32,
     version: u64,
-    state: State,
+    state: &'a State,
+}
+
+/// The file as read: the body is decoded (and migrated) by [`state::decode`].
+#[derive(Deserialize)]
+struct Stored {
+    schema_version: u64,
+    version: u64,
+    state: serde_json::Value,
 }
 
 pub struct FileStore {
@@ -59,7 +66,7 @@ impl FileStore {
         })
     }
 
-    fn read(&self) -> Result<Option<OnDisk>, StoreError> {
+    fn read(&self) -> Result<Option<Versioned>, StoreError> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -70,24 +77,21 @@ impl FileStore {
                 )))
             }
         };
-        let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
+        let disk: Stored = serde_json::from_slice(&bytes).map_err(|e| {
             StoreError::Corrupt(format!(
                 "{} is not a state file this version understands: {e}",
                 self.path.display()
             ))
         })?;
-        if disk.schema_version != SCHEMA_VERSION {
-            return Err(StoreError::Corrupt(format!(
-                "{} has schema version {}, this build reads {}",
-                self.path.display(),
-                disk.schema_version,
-                SCHEMA_VERSION
-            )));
-        }
-        Ok(Some(disk))
+        let state = state::decode(disk.schema_version, disk.state)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", self.path.display())))?;
+        Ok(Some(Versioned {
+            version: disk.version,
+            state,
+        }))
     }
 
-    fn write(&self, disk: &OnDisk) -> Result<(), StoreError> {
+    fn write(&self, disk: &OnDisk<'_>) -> Result<(), StoreError> {
         let io = |what: &str, e: std::io::Error| StoreError::Unavailable(format!("{what}: {e}"));
         let tmp = self.path.with_extension("tmp");
         let body = serde_json::to_vec_pretty(disk)
@@ -113,10 +117,7 @@ impl StateStore for FileStore {
         let disk = self.read()?;
         let mut v = self.version.lock().unwrap_or_else(|p| p.into_inner());
         *v = disk.as_ref().map(|d| d.version).unwrap_or(0);
-        Ok(disk.map(|d| Versioned {
-            version: d.version,
-            state: d.state,
-        }))
+        Ok(disk)
     }
 
     async fn save(&self, state: &State, expected: u64) -> Result<u64, StoreError> {
@@ -133,7 +134,7 @@ impl StateStore for FileStore {
         let disk = OnDisk {
             schema_version: SCHEMA_VERSION,
             version: next,
-            state: state.clone(),
+            state,
         };
         tokio::task::block_in_place(|| self.write(&disk))?;
         *v = next;

@@ -10,9 +10,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
-use super::machine::{
-    decide, Effect, Event, Kind, Notice, NoticeKind, PlanStatus, Policy, State, StepNames,
-};
+use super::machine::{decide, Effect, Event, Notice, NoticeKind, Policy, StepNames};
+use super::state::{Kind, PlanStatus, State};
 use crate::metrics::ResponderMetrics;
 use crate::ports::{
     Clock, LagSource, Lease, LeaseError, LiveCheck, Message, Notifier, StateStore, Step, StoreError,

@@ -3,6 +3,7 @@
 
 pub mod executor;
 pub mod machine;
+pub mod state;
 
 /// The name of the application-config step; when it is done the active region the application
 /// reads (`/v1/active-region`) changes.

@@ -18,7 +18,8 @@ use serde_json::json;
 use crate::alert::{self, Parsed};
 use crate::config::responder::AlertsConfig;
 use crate::failover::executor::Engine;
-use crate::failover::machine::{Event, PlanStatus};
+use crate::failover::machine::Event;
+use crate::failover::state::PlanStatus;
 use crate::metrics::ResponderMetrics;
 use crate::secret::Secret;
 

@@ -1,0 +1,716 @@
+//! Every state x event pair, replay from every stored state, flapping, failback and pinning.
+
+use super::*;
+
+const NOW: u64 = 10_000_000;
+const MIN: u64 = 60_000;
+
+fn policy() -> Policy {
+    Policy {
+        regions: vec!["a".into(), "b".into(), "c".into()],
+        min_interval_ms: MIN,
+        stabilisation_ms: 2 * MIN,
+        auto_failback: true,
+        retry_backoff_ms: 30_000,
+        live_check_cooldown_ms: MIN,
+    }
+}
+
+fn steps() -> StepNames {
+    vec![
+        crate::failover::APP_CONFIG_STEP.into(),
+        "load_balancer:x".into(),
+        "dns:example.com/1".into(),
+    ]
+}
+
+fn run(s: &State, e: Event, now: u64) -> Decision {
+    decide(s, &e, now, &policy(), &steps())
+}
+
+fn fire(region: &str) -> Event {
+    Event::Alert {
+        fingerprint: format!("f-{region}"),
+        region: region.into(),
+        firing: true,
+        starts_at_ms: 100,
+    }
+}
+
+fn resolve(region: &str) -> Event {
+    Event::Alert {
+        fingerprint: format!("f-{region}"),
+        region: region.into(),
+        firing: false,
+        starts_at_ms: 100,
+    }
+}
+
+/// Applies events in order at `now`, as the engine does.
+fn feed(mut s: State, events: &[Event], now: u64) -> State {
+    for e in events {
+        let d = run(&s, e.clone(), now);
+        assert!(d.rejected.is_none(), "{e:?} rejected: {:?}", d.rejected);
+        s = d.state;
+    }
+    s
+}
+
+fn steady_home() -> State {
+    State::initial(&policy(), 0)
+}
+
+fn steady_away() -> State {
+    let mut s = steady_home();
+    s.active = "b".into();
+    s.app_region = "b".into();
+    s.epoch = 3;
+    s.last_transition_ms = Some(NOW - 10 * MIN);
+    // Home is up again, but only for 30 s: not yet stable.
+    s.health.get_mut("a").unwrap().since_ms = NOW - 30_000;
+    s
+}
+
+fn checking() -> State {
+    let s = feed(steady_home(), &[fire("a")], NOW - 1000);
+    assert_eq!(s.plan.as_ref().unwrap().status, PlanStatus::Checking);
+    s
+}
+
+fn running() -> State {
+    feed(
+        checking(),
+        &[
+            Event::LiveCheck {
+                epoch: 1,
+                ok: true,
+                detail: "ok".into(),
+            },
+            Event::StepDone {
+                epoch: 1,
+                index: 0,
+                detail: "wrote".into(),
+            },
+        ],
+        NOW - 1000,
+    )
+}
+
+fn failed() -> State {
+    feed(
+        running(),
+        &[Event::StepFailed {
+            epoch: 1,
+            index: 1,
+            detail: "503".into(),
+        }],
+        NOW - 1000,
+    )
+}
+
+fn paused() -> State {
+    feed(steady_home(), &[Event::Pause], NOW - 1000)
+}
+
+fn blocked() -> State {
+    let s = feed(
+        steady_home(),
+        &[fire("b"), fire("c"), fire("a")],
+        NOW - 1000,
+    );
+    assert!(s.blocked.is_some() && s.plan.is_none());
+    s
+}
+
+/// A short name for what a decision did, most significant first.
+fn outcome(before: &State, d: &Decision) -> &'static str {
+    if d.rejected.is_some() {
+        return "reject";
+    }
+    let s = &d.state;
+    let has = |f: &dyn Fn(&Effect) -> bool| d.effects.iter().any(f);
+    if s.epoch > before.epoch && has(&|e| matches!(e, Effect::CheckTarget { .. })) {
+        return "plan";
+    }
+    if has(&|e| matches!(e, Effect::CheckTarget { .. })) {
+        return "retry";
+    }
+    if has(&|e| matches!(e, Effect::RunSteps { .. })) {
+        return "run";
+    }
+    if s.history.len() > before.history.len() {
+        return "done";
+    }
+    if s.plan
+        .as_ref()
+        .is_some_and(|p| p.status == PlanStatus::Failed)
+        && before
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.status != PlanStatus::Failed)
+    {
+        return "fail";
+    }
+    if has(&|e| matches!(e, Effect::Notify(n) if n.kind == NoticeKind::Blocked)) {
+        return "block";
+    }
+    if s != before || !d.effects.is_empty() {
+        return "note";
+    }
+    "noop"
+}
+
+#[test]
+fn every_state_and_event_pair_has_the_intended_outcome() {
+    let states: Vec<(&str, State)> = vec![
+        ("steady_home", steady_home()),
+        ("steady_away", steady_away()),
+        ("checking", checking()),
+        ("running", running()),
+        ("failed", failed()),
+        ("paused", paused()),
+        ("blocked", blocked()),
+    ];
+    let events = |s: &State| -> Vec<(&'static str, Event)> {
+        let other = if s.active == "a" { "b" } else { "a" };
+        let e = s.epoch;
+        let next = s
+            .plan
+            .as_ref()
+            .and_then(|p| p.steps.iter().position(|x| !x.done))
+            .unwrap_or(0);
+        vec![
+            ("fire_active", fire(&s.active)),
+            ("fire_other", fire(other)),
+            ("resolve_active", resolve(&s.active)),
+            ("tick", Event::Tick),
+            ("failover_b", Event::Failover { to: "b".into() }),
+            ("failback", Event::Failback),
+            ("pause", Event::Pause),
+            ("resume", Event::Resume),
+            (
+                "live_ok",
+                Event::LiveCheck {
+                    epoch: e,
+                    ok: true,
+                    detail: "ok".into(),
+                },
+            ),
+            (
+                "live_fail",
+                Event::LiveCheck {
+                    epoch: e,
+                    ok: false,
+                    detail: "timeout".into(),
+                },
+            ),
+            (
+                "step_done",
+                Event::StepDone {
+                    epoch: e,
+                    index: next,
+                    detail: "ok".into(),
+                },
+            ),
+            (
+                "step_failed",
+                Event::StepFailed {
+                    epoch: e,
+                    index: next,
+                    detail: "503".into(),
+                },
+            ),
+            (
+                "stale_step",
+                Event::StepDone {
+                    epoch: e.wrapping_sub(1),
+                    index: next,
+                    detail: "late".into(),
+                },
+            ),
+        ]
+    };
+    // Rows: states; columns: the events above, in order.
+    let expected: &[(&str, [&str; 13])] = &[
+        (
+            "steady_home",
+            [
+                "plan", "note", "note", "noop", "plan", "reject", "note", "noop", "noop", "noop",
+                "noop", "noop", "noop",
+            ],
+        ),
+        (
+            "steady_away",
+            [
+                "plan", "note", "note", "noop", "reject", "plan", "note", "noop", "noop", "noop",
+                "noop", "noop", "noop",
+            ],
+        ),
+        (
+            "checking",
+            [
+                "noop", "note", "note", "noop", "reject", "reject", "note", "noop", "run", "plan",
+                "noop", "noop", "noop",
+            ],
+        ),
+        (
+            "running",
+            [
+                "noop", "note", "note", "noop", "reject", "reject", "note", "noop", "noop", "noop",
+                "note", "fail", "noop",
+            ],
+        ),
+        (
+            "failed",
+            [
+                "noop", "note", "note", "noop", "retry", "plan", "note", "noop", "noop", "noop",
+                "noop", "noop", "noop",
+            ],
+        ),
+        (
+            "paused",
+            [
+                "block", "note", "note", "noop", "reject", "reject", "noop", "note", "noop",
+                "noop", "noop", "noop", "noop",
+            ],
+        ),
+        (
+            "blocked",
+            [
+                "noop", "noop", "note", "noop", "plan", "reject", "note", "noop", "noop", "noop",
+                "noop", "noop", "noop",
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for ((name, state), (row, want)) in states.iter().zip(expected) {
+        assert_eq!(name, row);
+        for ((ev_name, ev), want) in events(state).into_iter().zip(want) {
+            let d = run(state, ev, NOW);
+            let got = outcome(state, &d);
+            if got != *want {
+                wrong.push(format!("{name} x {ev_name}: got {got}, want {want}"));
+            }
+            // Invariants that hold for every pair.
+            assert!(
+                d.state.epoch >= state.epoch,
+                "{name} x {ev_name}: epoch went back"
+            );
+            if d.rejected.is_some() {
+                assert_eq!(
+                    &d.state, state,
+                    "{name} x {ev_name}: a refusal changed the state"
+                );
+            }
+            for e in &d.effects {
+                if let Effect::CheckTarget { epoch } | Effect::RunSteps { epoch } = e {
+                    assert_eq!(
+                        Some(*epoch),
+                        d.state.plan.as_ref().map(|p| p.epoch),
+                        "{name} x {ev_name}: an effect for a plan that is not current"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "unexpected outcomes:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn a_failing_target_is_skipped_for_the_next_region_in_priority_order() {
+    let s = checking();
+    let d = run(
+        &s,
+        Event::LiveCheck {
+            epoch: 1,
+            ok: false,
+            detail: "timeout".into(),
+        },
+        NOW,
+    );
+    let p = d.state.plan.as_ref().unwrap();
+    assert_eq!((p.to.as_str(), p.epoch), ("c", 2));
+    assert!(d.state.health["b"].live_failed_ms.is_some());
+    // And when c fails too, it stays and says so.
+    let d = run(
+        &d.state,
+        Event::LiveCheck {
+            epoch: 2,
+            ok: false,
+            detail: "refused".into(),
+        },
+        NOW,
+    );
+    assert!(d.state.plan.is_none());
+    assert_eq!(d.state.active, "a");
+    assert!(d
+        .state
+        .blocked
+        .as_deref()
+        .unwrap()
+        .contains("no other region is healthy"));
+}
+
+#[test]
+fn completing_every_step_moves_traffic_and_records_the_transition() {
+    let s = feed(
+        running(),
+        &[
+            Event::StepDone {
+                epoch: 1,
+                index: 1,
+                detail: "lb".into(),
+            },
+            Event::StepDone {
+                epoch: 1,
+                index: 2,
+                detail: "dns".into(),
+            },
+        ],
+        NOW,
+    );
+    assert!(s.plan.is_none());
+    assert_eq!((s.active.as_str(), s.app_region.as_str()), ("b", "b"));
+    assert_eq!(s.history[0].to, "b");
+    assert_eq!(s.history[0].trigger, Trigger::Alert);
+    assert_eq!(s.last_transition_ms, Some(NOW));
+}
+
+#[test]
+fn the_app_region_changes_when_the_app_config_step_is_done() {
+    let s = checking();
+    assert_eq!(s.app_region, "a");
+    assert_eq!(running().app_region, "b");
+}
+
+fn moved_to_b(at: u64) -> State {
+    feed(
+        steady_home(),
+        &[
+            fire("a"),
+            Event::LiveCheck {
+                epoch: 1,
+                ok: true,
+                detail: "ok".into(),
+            },
+            Event::StepDone {
+                epoch: 1,
+                index: 0,
+                detail: "".into(),
+            },
+            Event::StepDone {
+                epoch: 1,
+                index: 1,
+                detail: "".into(),
+            },
+            Event::StepDone {
+                epoch: 1,
+                index: 2,
+                detail: "".into(),
+            },
+        ],
+        at,
+    )
+}
+
+#[test]
+fn failback_waits_for_the_stabilisation_window_and_the_minimum_interval() {
+    let t0 = NOW;
+    let s = moved_to_b(t0);
+    let s = feed(s, &[resolve("a")], t0 + 1000);
+    // Stable for less than the window: nothing.
+    let d = run(&s, Event::Tick, t0 + 1000 + 2 * MIN - 1);
+    assert!(d.state.plan.is_none());
+    // Window passed: failback to home.
+    let d = run(&s, Event::Tick, t0 + 1000 + 2 * MIN);
+    let p = d.state.plan.as_ref().unwrap();
+    assert_eq!(
+        (p.kind, p.to.as_str(), p.trigger),
+        (Kind::Failback, "a", Trigger::Stabilised)
+    );
+}
+
+#[test]
+fn a_home_region_that_flaps_is_never_failed_back_to() {
+    let t0 = NOW;
+    let mut s = moved_to_b(t0);
+    let mut t = t0;
+    // Down/up cycles of 90 s (shorter than the 120 s window) for half an hour.
+    for cycle in 0..20u64 {
+        t += 45_000;
+        s = feed(
+            s,
+            &[Event::Alert {
+                fingerprint: "f-a".into(),
+                region: "a".into(),
+                firing: false,
+                starts_at_ms: 100 + cycle,
+            }],
+            t,
+        );
+        s = feed(s, &[Event::Tick], t + 30_000);
+        assert!(
+            s.plan.is_none(),
+            "failback started while home flaps (cycle {cycle})"
+        );
+        t += 45_000;
+        s = feed(
+            s,
+            &[Event::Alert {
+                fingerprint: "f-a".into(),
+                region: "a".into(),
+                firing: true,
+                starts_at_ms: 101 + cycle,
+            }],
+            t,
+        );
+    }
+    assert_eq!(s.active, "b");
+    assert_eq!(s.history.len(), 1);
+}
+
+#[test]
+fn with_automatic_failback_off_only_an_operator_fails_back() {
+    let mut p = policy();
+    p.auto_failback = false;
+    let s = moved_to_b(NOW);
+    let s = decide(&s, &resolve("a"), NOW + 1000, &p, &steps()).state;
+    let d = decide(&s, &Event::Tick, NOW + 100 * MIN, &p, &steps());
+    assert!(d.state.plan.is_none());
+    let d = decide(&s, &Event::Failback, NOW + 100 * MIN, &p, &steps());
+    let plan = d.state.plan.as_ref().unwrap();
+    assert_eq!((plan.to.as_str(), plan.trigger), ("a", Trigger::Operator));
+}
+
+#[test]
+fn a_resolved_that_overtakes_its_firing_causes_no_transition() {
+    let s = feed(steady_home(), &[resolve("a")], NOW);
+    let d = run(&s, fire("a"), NOW + 10);
+    assert!(d.state.plan.is_none() && d.effects.is_empty());
+    assert!(!d.state.health["a"].down);
+    // A later episode (a new startsAt) does count.
+    let d = run(
+        &s,
+        Event::Alert {
+            fingerprint: "f-a".into(),
+            region: "a".into(),
+            firing: true,
+            starts_at_ms: 200,
+        },
+        NOW + 20,
+    );
+    assert!(d.state.plan.is_some());
+}
+
+#[test]
+fn the_known_alert_shortcut_agrees_with_decide() {
+    let states = [
+        steady_home(),
+        checking(),
+        running(),
+        failed(),
+        paused(),
+        blocked(),
+        feed(steady_home(), &[resolve("a")], NOW),
+    ];
+    let mut events = Vec::new();
+    for region in ["a", "b", "c", "mars"] {
+        for firing in [true, false] {
+            for starts_at_ms in [50, 100, 150] {
+                for fp in [format!("f-{region}"), "f-other".to_string()] {
+                    events.push(Event::Alert {
+                        fingerprint: fp,
+                        region: region.into(),
+                        firing,
+                        starts_at_ms,
+                    });
+                }
+            }
+        }
+    }
+    for s in &states {
+        for e in &events {
+            if is_known_alert(s, e) {
+                let mut probe = s.clone();
+                let mut fx = Vec::new();
+                apply(&mut probe, e, NOW, &policy(), &steps(), &mut fx).unwrap();
+                assert_eq!(&probe, s, "{e:?} is called known but changes the state");
+                assert!(fx.is_empty());
+            }
+        }
+    }
+    // And it does recognise the common case.
+    assert!(is_known_alert(&checking(), &fire("a")));
+    assert!(!is_known_alert(&steady_home(), &fire("a")));
+}
+
+#[test]
+fn repeats_and_duplicates_change_nothing() {
+    let s = checking();
+    for _ in 0..50 {
+        let d = run(&s, fire("a"), NOW);
+        assert_eq!(d.state, s);
+        assert!(d.effects.is_empty());
+    }
+}
+
+#[test]
+fn a_failed_plan_is_retried_after_its_backoff_keeping_done_steps() {
+    let s = failed();
+    let failed_at = s.plan.as_ref().unwrap().failed_ms.unwrap();
+    let d = run(&s, Event::Tick, failed_at + 29_999);
+    assert_eq!(d.state.plan.as_ref().unwrap().status, PlanStatus::Failed);
+    let d = run(&s, Event::Tick, failed_at + 30_000);
+    let p = d.state.plan.as_ref().unwrap();
+    assert_eq!(
+        (p.status, p.attempts, p.epoch),
+        (PlanStatus::Checking, 2, 1)
+    );
+    assert!(p.steps[0].done && !p.steps[1].done);
+}
+
+#[test]
+fn an_operator_failover_pins_the_region_against_automatic_failback() {
+    let s = feed(steady_home(), &[Event::Failover { to: "b".into() }], NOW);
+    let s = feed(
+        s,
+        &[
+            Event::LiveCheck {
+                epoch: 1,
+                ok: true,
+                detail: "".into(),
+            },
+            Event::StepDone {
+                epoch: 1,
+                index: 0,
+                detail: "".into(),
+            },
+            Event::StepDone {
+                epoch: 1,
+                index: 1,
+                detail: "".into(),
+            },
+            Event::StepDone {
+                epoch: 1,
+                index: 2,
+                detail: "".into(),
+            },
+        ],
+        NOW,
+    );
+    assert!(s.pinned && s.active == "b");
+    let d = run(&s, Event::Tick, NOW + 100 * MIN);
+    assert!(d.state.plan.is_none());
+    // But if the pinned region goes down, safety wins.
+    let d = run(&s, fire("b"), NOW + 100 * MIN);
+    assert_eq!(d.state.plan.as_ref().unwrap().to, "a");
+}
+
+#[test]
+fn paused_decides_and_notifies_but_moves_nothing() {
+    let s = paused();
+    let d = run(&s, fire("a"), NOW);
+    assert!(d.state.plan.is_none());
+    let why = d.state.blocked.clone().unwrap();
+    assert!(why.contains("paused: would failover a -> b"), "{why}");
+    // Resuming makes the move.
+    let d = run(&d.state, Event::Resume, NOW);
+    assert_eq!(d.state.plan.as_ref().unwrap().to, "b");
+}
+
+/// Drives a plan to its end the way the executor does after a restart: a checking plan is
+/// checked again, a running plan applies its first step not done. Counts step applications.
+fn resume_to_end(mut s: State, applied: &mut Vec<usize>) -> State {
+    while let Some(p) = s.plan.clone() {
+        let e = match p.status {
+            PlanStatus::Checking => Event::LiveCheck {
+                epoch: p.epoch,
+                ok: true,
+                detail: "ok".into(),
+            },
+            PlanStatus::Running => {
+                let i = p.steps.iter().position(|x| !x.done).unwrap();
+                applied.push(i);
+                Event::StepDone {
+                    epoch: p.epoch,
+                    index: i,
+                    detail: format!("step {i}"),
+                }
+            }
+            PlanStatus::Failed => unreachable!(),
+        };
+        s = run(&s, e, NOW).state;
+    }
+    s
+}
+
+#[test]
+fn replaying_a_plan_from_every_intermediate_state_reaches_the_same_end_without_repeating_steps() {
+    // Record every stored state of one uninterrupted failover.
+    let mut stored = vec![run(&steady_home(), fire("a"), NOW).state];
+    let mut applied = Vec::new();
+    let end = {
+        let mut s = stored[0].clone();
+        while let Some(p) = s.plan.clone() {
+            let e = match p.status {
+                PlanStatus::Checking => Event::LiveCheck {
+                    epoch: p.epoch,
+                    ok: true,
+                    detail: "ok".into(),
+                },
+                _ => {
+                    let i = p.steps.iter().position(|x| !x.done).unwrap();
+                    applied.push(i);
+                    Event::StepDone {
+                        epoch: p.epoch,
+                        index: i,
+                        detail: format!("step {i}"),
+                    }
+                }
+            };
+            s = run(&s, e, NOW).state;
+            stored.push(s.clone());
+        }
+        s
+    };
+    assert_eq!(applied, vec![0, 1, 2]);
+    for (k, crashed_at) in stored.iter().enumerate() {
+        let mut again = Vec::new();
+        let resumed = resume_to_end(crashed_at.clone(), &mut again);
+        assert_eq!(
+            resumed, end,
+            "resuming from stored state {k} ended elsewhere"
+        );
+        let not_done: Vec<usize> = crashed_at
+            .plan
+            .as_ref()
+            .map(|p| {
+                p.steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.done)
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            again, not_done,
+            "resuming from stored state {k} repeated a finished step"
+        );
+    }
+}
+
+#[test]
+fn adopting_a_new_region_list_keeps_known_health() {
+    let mut s = steady_home();
+    s.health.get_mut("b").unwrap().down = true;
+    let mut p = policy();
+    p.regions = vec!["a".into(), "b".into(), "d".into()];
+    let s = s.adopt(&p, NOW);
+    assert!(s.health["b"].down);
+    assert!(s.health.contains_key("d") && !s.health.contains_key("c"));
+}
