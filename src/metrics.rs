@@ -192,17 +192,53 @@ pub struct ResponderMetrics {
     pub notifications: IntCounterVec,
 }
 
-/// Results of webhook requests, the bounded `result` label.
-pub const WEBHOOK_RESULTS: &[&str] = &[
-    "accepted",
-    "unauthorized",
-    "bad_request",
-    "too_large",
-    "unsupported_media_type",
-    "unavailable",
-];
+/// What became of one webhook request: the bounded `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// Recorded (or already known); 200.
+    Accepted,
+    /// No or wrong bearer token; 401.
+    Unauthorized,
+    /// Malformed body or payload; 400.
+    BadRequest,
+    /// Over the body size limit; 413.
+    TooLarge,
+    /// Not `application/json`; 415.
+    UnsupportedMediaType,
+    /// The state store could not record the events; 503, Alertmanager retries.
+    Unavailable,
+}
+
+impl WebhookResult {
+    pub const ALL: [WebhookResult; 6] = [
+        WebhookResult::Accepted,
+        WebhookResult::Unauthorized,
+        WebhookResult::BadRequest,
+        WebhookResult::TooLarge,
+        WebhookResult::UnsupportedMediaType,
+        WebhookResult::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Accepted => "accepted",
+            WebhookResult::Unauthorized => "unauthorized",
+            WebhookResult::BadRequest => "bad_request",
+            WebhookResult::TooLarge => "too_large",
+            WebhookResult::UnsupportedMediaType => "unsupported_media_type",
+            WebhookResult::Unavailable => "unavailable",
+        }
+    }
+}
 
 impl ResponderMetrics {
+    /// Counts one webhook request under its result.
+    pub fn webhook(&self, result: WebhookResult) {
+        self.webhook_requests
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
     pub fn register(
         registry: &Registry,
         regions: &[String],
@@ -316,8 +352,8 @@ impl ResponderMetrics {
         for op in ["load", "save", "lease"] {
             store_errors.with_label_values(&[op]);
         }
-        for r in WEBHOOK_RESULTS {
-            webhook_requests.with_label_values(&[r]);
+        for r in WebhookResult::ALL {
+            webhook_requests.with_label_values(&[r.as_str()]);
         }
         Ok(Self {
             active_region,

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::failover::state::State;
+use crate::failover::state::{State, StepKind};
 
 /// A stored state and the version it was stored at.
 #[derive(Debug, Clone)]
@@ -142,8 +142,8 @@ pub fn check(fence: &dyn Fence) -> Result<(), StepError> {
 pub trait Step: Send + Sync {
     /// Unique name within a plan, e.g. `load_balancer:<id>`.
     fn name(&self) -> String;
-    /// The bounded `step` metric label: `app_config`, `load_balancer` or `dns`.
-    fn kind(&self) -> &'static str;
+    /// What it reconfigures (also the bounded `step` metric label).
+    fn kind(&self) -> StepKind;
     /// Makes the target region active; answers what it did ("unchanged" included). Calls
     /// [`check`] on `fence` right before every change it makes.
     async fn apply(&self, to: &str, epoch: u64, fence: &dyn Fence) -> Result<String, StepError>;

@@ -65,7 +65,7 @@ pub async fn run(
     register_common(&registry).context("registering build and process metrics")?;
     let regions: Vec<String> = config.regions.iter().map(|x| x.name.clone()).collect();
     let steps = steps(&config)?;
-    let mut kinds: Vec<&str> = steps.iter().map(|s| s.kind()).collect();
+    let mut kinds: Vec<&str> = steps.iter().map(|s| s.kind().as_str()).collect();
     kinds.push("live_check");
     kinds.dedup();
     let metrics = ResponderMetrics::register(&registry, &regions, &kinds)

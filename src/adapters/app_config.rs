@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::config::responder::AppConfig;
-use crate::failover::APP_CONFIG_STEP;
+use crate::failover::state::StepKind;
 use crate::ports::{check, FailReason, Fence, Step, StepError};
 
 pub struct AppConfigStep {
@@ -90,11 +90,11 @@ fn write_atomically(path: &Path, body: &str) -> std::io::Result<()> {
 #[async_trait]
 impl Step for AppConfigStep {
     fn name(&self) -> String {
-        APP_CONFIG_STEP.to_string()
+        StepKind::AppConfig.as_str().to_string()
     }
 
-    fn kind(&self) -> &'static str {
-        "app_config"
+    fn kind(&self) -> StepKind {
+        StepKind::AppConfig
     }
 
     async fn apply(&self, to: &str, epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {

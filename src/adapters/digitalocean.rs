@@ -19,6 +19,7 @@ use crate::config::responder::{
     DigitalOceanConfig, DnsRecordConfig, LbMode, LoadBalancerConfig, RecordType,
 };
 use crate::config::RegionConfig;
+use crate::failover::state::StepKind;
 use crate::ports::{check, FailReason, Fence, Step, StepError};
 use crate::secret::Secret;
 
@@ -456,8 +457,8 @@ impl Step for LoadBalancerStep {
         format!("load_balancer:{}", self.lb.id)
     }
 
-    fn kind(&self) -> &'static str {
-        "load_balancer"
+    fn kind(&self) -> StepKind {
+        StepKind::LoadBalancer
     }
 
     async fn apply(&self, to: &str, _epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {
@@ -508,8 +509,8 @@ impl Step for DnsStep {
         format!("dns:{}/{}", self.rec.domain, self.rec.record_id)
     }
 
-    fn kind(&self) -> &'static str {
-        "dns"
+    fn kind(&self) -> StepKind {
+        StepKind::Dns
     }
 
     async fn apply(&self, to: &str, _epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 
-use super::machine::{decide, Effect, Event, Notice, NoticeKind, Policy, StepNames};
+use super::machine::{decide, Effect, Event, Notice, NoticeKind, Policy, Refusal, StepSpec};
 use super::state::{Kind, PlanStatus, State};
 use crate::metrics::ResponderMetrics;
 use crate::ports::{
@@ -60,7 +60,7 @@ struct Current {
 
 pub struct Engine {
     parts: Parts,
-    step_names: StepNames,
+    step_names: Vec<StepSpec>,
     current: Mutex<Current>,
     published: watch::Sender<Arc<State>>,
     /// Serialises plan work: one live check or step at a time.
@@ -75,7 +75,7 @@ pub struct Engine {
 #[derive(Debug)]
 pub struct Submitted {
     /// Per event: the refusal reason of an operator request, or None.
-    pub refusals: Vec<Option<String>>,
+    pub refusals: Vec<Option<Refusal>>,
     /// Whether the state changed (and was stored); false for duplicates and repeats.
     pub changed: bool,
 }
@@ -110,7 +110,14 @@ impl Engine {
                 }
             }
         };
-        let step_names = parts.steps.iter().map(|s| s.name()).collect::<Vec<_>>();
+        let step_names = parts
+            .steps
+            .iter()
+            .map(|s| StepSpec {
+                name: s.name(),
+                kind: s.kind(),
+            })
+            .collect::<Vec<_>>();
         let (published, _) = watch::channel(Arc::new(state.clone()));
         let engine = Arc::new(Engine {
             parts,
@@ -145,7 +152,7 @@ impl Engine {
                     .steps
                     .iter()
                     .zip(&self.step_names)
-                    .any(|(a, b)| a.name != *b)
+                    .any(|(a, b)| a.name != b.name)
             {
                 tracing::warn!(epoch = plan.epoch,
                     "the unfinished plan's steps differ from the configured steps; it resumes with the stored steps");
@@ -431,7 +438,7 @@ impl Engine {
 
     fn count_transition(&self, n: &Notice) {
         let result = match n.kind {
-            NoticeKind::Completed | NoticeKind::Recovered if n.to.is_some() => "completed",
+            k if k.completes_a_move() => "completed",
             NoticeKind::StepFailed => "failed",
             NoticeKind::TargetRejected => "target_rejected",
             NoticeKind::Blocked => "blocked",
@@ -541,7 +548,7 @@ impl Engine {
             self.parts
                 .metrics
                 .step_duration
-                .with_label_values(&[step.kind()])
+                .with_label_values(&[step.kind().as_str()])
                 .observe(started.elapsed().as_secs_f64());
             let event = match res {
                 Ok(detail) => {
@@ -602,7 +609,7 @@ impl Engine {
             self.parts
                 .metrics
                 .step_failures
-                .with_label_values(&[step.kind(), err.reason.as_str()])
+                .with_label_values(&[step.kind().as_str(), err.reason.as_str()])
                 .inc();
             tracing::warn!(epoch, step = %step.name(), reason = err.reason.as_str(), error = %err.message,
                 retryable = err.retryable, "step attempt failed");
@@ -681,13 +688,13 @@ pub fn render(n: &Notice, s: &State, p: &Policy, links: &Links, lag: Option<f64>
     let title = match n.kind {
         NoticeKind::Started => format!("{word} {from} -> {to} started (epoch {})", n.epoch),
         NoticeKind::Completed => format!("{word} {from} -> {to} completed (epoch {})", n.epoch),
-        NoticeKind::Recovered if n.to.is_some() => {
+        NoticeKind::CompletedAfterRetry => {
             format!(
                 "{word} {from} -> {to} completed after a retry (epoch {})",
                 n.epoch
             )
         }
-        NoticeKind::Recovered => "Failover no longer blocked".to_string(),
+        NoticeKind::Unblocked => "Failover no longer blocked".to_string(),
         NoticeKind::Blocked => format!("Failover BLOCKED: traffic stays in {}", s.active),
         NoticeKind::TargetRejected => format!("{word} to {to} dropped: {to} failed its live check"),
         NoticeKind::StepFailed => {
@@ -716,7 +723,7 @@ pub fn render(n: &Notice, s: &State, p: &Policy, links: &Links, lag: Option<f64>
     }
     let next = match n.kind {
         NoticeKind::Started => "Nothing yet: the responder is applying the plan and will report when it is verified.".to_string(),
-        NoticeKind::Completed | NoticeKind::Recovered if n.to.is_some() => {
+        k if k.completes_a_move() => {
             if is_failback {
                 "Nothing: traffic is home. Review the incident.".to_string()
             } else if p.auto_failback {

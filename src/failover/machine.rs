@@ -9,7 +9,9 @@
 
 use serde::Serialize;
 
-use super::state::{AlertInstance, Kind, Plan, PlanStatus, State, StepState, Transition, Trigger};
+use super::state::{
+    AlertInstance, Kind, Plan, PlanStatus, State, StepKind, StepState, Transition, Trigger,
+};
 
 /// How many finished transitions the state keeps.
 pub const HISTORY_LEN: usize = 50;
@@ -128,13 +130,23 @@ pub enum NoticeKind {
     TargetRejected,
     /// A step failed past its retries.
     StepFailed,
-    /// A previously failed plan finished, or the block cleared.
-    Recovered,
+    /// Every step is applied and verified, after at least one failed attempt of the plan.
+    CompletedAfterRetry,
+    /// A move that was blocked is no longer wanted or no longer blocked.
+    Unblocked,
     Paused,
     Resumed,
 }
 
 impl NoticeKind {
+    /// Whether this notice reports a finished transition.
+    pub fn completes_a_move(self) -> bool {
+        matches!(
+            self,
+            NoticeKind::Completed | NoticeKind::CompletedAfterRetry
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NoticeKind::Started => "started",
@@ -142,7 +154,8 @@ impl NoticeKind {
             NoticeKind::Blocked => "blocked",
             NoticeKind::TargetRejected => "target_rejected",
             NoticeKind::StepFailed => "step_failed",
-            NoticeKind::Recovered => "recovered",
+            NoticeKind::CompletedAfterRetry => "completed_after_retry",
+            NoticeKind::Unblocked => "unblocked",
             NoticeKind::Paused => "paused",
             NoticeKind::Resumed => "resumed",
         }
@@ -155,7 +168,24 @@ pub struct Decision {
     pub state: State,
     pub effects: Vec<Effect>,
     /// Set when an operator request was refused; the state is then unchanged.
-    pub rejected: Option<String>,
+    pub rejected: Option<Refusal>,
+}
+
+/// Why an operator request was refused. The HTTP layer maps each to its status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("unknown region `{0}`")]
+    UnknownRegion(String),
+    #[error("the responder is paused; resume it first")]
+    Paused,
+    #[error("plan {epoch} ({from} -> {to}) is still in progress")]
+    PlanInProgress {
+        epoch: u64,
+        from: String,
+        to: String,
+    },
+    #[error("traffic is already in {0}")]
+    AlreadyThere(String),
 }
 
 /// True when `event` is an alert the state already accounts for: a duplicate, a repeat, a late
@@ -182,8 +212,12 @@ pub fn is_known_alert(s: &State, event: &Event) -> bool {
     })
 }
 
-/// Names of a plan's steps, in order, fixed by the config.
-pub type StepNames = Vec<String>;
+/// A configured step as a plan records it: its unique name (e.g. `load_balancer:<id>`) and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSpec {
+    pub name: String,
+    pub kind: StepKind,
+}
 
 /// Decides what `event` means at `now` under `policy`. Pure.
 pub fn decide(
@@ -191,7 +225,7 @@ pub fn decide(
     event: &Event,
     now: u64,
     policy: &Policy,
-    steps: &StepNames,
+    steps: &[StepSpec],
 ) -> Decision {
     let mut s = state.clone();
     let mut fx = Vec::new();
@@ -210,15 +244,15 @@ pub fn decide(
     }
 }
 
-/// Applies the event itself. Answers `Err(reason)` to refuse an operator request.
+/// Applies the event itself. Answers `Err` to refuse an operator request.
 fn apply(
     s: &mut State,
     event: &Event,
     now: u64,
     policy: &Policy,
-    steps: &StepNames,
+    steps: &[StepSpec],
     fx: &mut Vec<Effect>,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     match event {
         Event::Alert {
             fingerprint,
@@ -345,7 +379,7 @@ fn apply(
             let step = &mut plan.steps[*index];
             step.done = true;
             step.detail = Some(detail.clone());
-            if step.name == crate::failover::APP_CONFIG_STEP {
+            if step.kind.moves_the_application() {
                 s.app_region = plan.to.clone();
             }
             if plan.steps.iter().all(|st| st.done) {
@@ -393,22 +427,23 @@ fn operator_move(
     to: &str,
     now: u64,
     policy: &Policy,
-    steps: &StepNames,
+    steps: &[StepSpec],
     fx: &mut Vec<Effect>,
     kind: Kind,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     if !s.health.contains_key(to) {
-        return Err(format!("unknown region `{to}`"));
+        return Err(Refusal::UnknownRegion(to.to_string()));
     }
     if s.paused {
-        return Err("the responder is paused; resume it first".into());
+        return Err(Refusal::Paused);
     }
     match &s.plan {
         Some(p) if p.status != PlanStatus::Failed => {
-            return Err(format!(
-                "plan {} ({} -> {}) is still in progress",
-                p.epoch, p.from, p.to
-            ))
+            return Err(Refusal::PlanInProgress {
+                epoch: p.epoch,
+                from: p.from.clone(),
+                to: p.to.clone(),
+            })
         }
         Some(p) if p.to == to => {
             // Retry the failed plan now, keeping what is done.
@@ -422,7 +457,7 @@ fn operator_move(
         _ => {}
     }
     if s.plan.is_none() && s.active == to {
-        return Err(format!("traffic is already in {to}"));
+        return Err(Refusal::AlreadyThere(to.to_string()));
     }
     let from = s.active.clone();
     let reason = match kind {
@@ -457,7 +492,7 @@ fn refresh_health(s: &mut State, now: u64) {
 }
 
 /// After any event: start, defer or retry a move if the health picture asks for one.
-fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &StepNames, fx: &mut Vec<Effect>) {
+fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &[StepSpec], fx: &mut Vec<Effect>) {
     if let Some(plan) = &s.plan {
         if plan.status == PlanStatus::Failed && !s.paused {
             let waited = now.saturating_sub(plan.failed_ms.unwrap_or(now));
@@ -495,7 +530,7 @@ fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &StepNames, fx: &m
     let Some((kind, to, trigger, reason)) = wanted else {
         if let Some(was) = s.blocked.take() {
             fx.push(notice(
-                NoticeKind::Recovered,
+                NoticeKind::Unblocked,
                 s.epoch,
                 None,
                 None,
@@ -598,7 +633,7 @@ fn start(
     trigger: Trigger,
     reason: String,
     now: u64,
-    steps: &StepNames,
+    steps: &[StepSpec],
     fx: &mut Vec<Effect>,
 ) {
     s.epoch += 1;
@@ -616,7 +651,8 @@ fn start(
         steps: steps
             .iter()
             .map(|n| StepState {
-                name: n.clone(),
+                name: n.name.clone(),
+                kind: n.kind,
                 done: false,
                 detail: None,
             })
@@ -665,7 +701,7 @@ fn finish(s: &mut State, plan: Plan, now: u64, fx: &mut Vec<Effect>) {
     let trigger = plan.trigger;
     let mut n = notice(
         if retried {
-            NoticeKind::Recovered
+            NoticeKind::CompletedAfterRetry
         } else {
             NoticeKind::Completed
         },

@@ -10,16 +10,73 @@ use super::machine::Policy;
 
 /// The version of the stored shape. Raise it when a stored field changes meaning; [`decode`]
 /// reads every older version it knows how to migrate.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the first release.
+/// - 2: every plan step carries its [`StepKind`].
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Reads a stored state body written with `schema` (this build's or an older one it can migrate).
-pub fn decode(schema: u64, body: serde_json::Value) -> Result<State, String> {
-    if schema != u64::from(SCHEMA_VERSION) {
-        return Err(format!(
-            "the stored state has schema version {schema}, this build reads {SCHEMA_VERSION}"
-        ));
+pub fn decode(schema: u64, mut body: serde_json::Value) -> Result<State, String> {
+    match schema {
+        1 => migrate_v1(&mut body),
+        s if s == u64::from(SCHEMA_VERSION) => {}
+        s => return Err(format!(
+            "the stored state has schema version {s}, this build reads {SCHEMA_VERSION} and older"
+        )),
     }
     serde_json::from_value(body).map_err(|e| format!("the stored state is unreadable: {e}"))
+}
+
+/// Version 1 named a step's kind only in its name (`app_config`, `load_balancer:<id>`,
+/// `dns:<domain>/<id>`), the names that release gave its steps; this is the one place that reads
+/// a kind from a name.
+fn migrate_v1(body: &mut serde_json::Value) {
+    let Some(steps) = body
+        .get_mut("plan")
+        .and_then(|p| p.get_mut("steps"))
+        .and_then(|s| s.as_array_mut())
+    else {
+        return;
+    };
+    for step in steps {
+        let name = step["name"].as_str().unwrap_or_default();
+        let kind = if name.starts_with("load_balancer:") {
+            "load_balancer"
+        } else if name.starts_with("dns:") {
+            "dns"
+        } else {
+            "app_config"
+        };
+        step["kind"] = serde_json::Value::String(kind.into());
+    }
+}
+
+/// What a plan step reconfigures: the bounded `step` metric label, and what the decision needs
+/// to know of a step (the application's region changes when an application step is done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// The local env file and its reload commands.
+    AppConfig,
+    LoadBalancer,
+    Dns,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 3] = [StepKind::AppConfig, StepKind::LoadBalancer, StepKind::Dns];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::AppConfig => "app_config",
+            StepKind::LoadBalancer => "load_balancer",
+            StepKind::Dns => "dns",
+        }
+    }
+
+    /// Whether finishing this step points the application at the plan's target.
+    pub fn moves_the_application(self) -> bool {
+        matches!(self, StepKind::AppConfig)
+    }
 }
 
 /// Everything the responder knows, persisted by the state store after every change.
@@ -118,6 +175,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepState {
     pub name: String,
+    pub kind: StepKind,
     pub done: bool,
     pub detail: Option<String>,
 }
@@ -183,5 +241,36 @@ impl State {
 
     pub(crate) fn is_down(&self, region: &str) -> bool {
         self.health.get(region).is_some_and(|h| h.down)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_state_is_read_with_each_step_given_its_kind() {
+        let v1 = serde_json::json!({
+            "epoch": 4, "active": "a", "app_region": "b", "paused": false, "pinned": false,
+            "plan": {
+                "epoch": 4, "kind": "failover", "from": "a", "to": "b", "trigger": "alert",
+                "reason": "a is down", "created_ms": 1, "status": "running", "attempts": 1,
+                "steps": [
+                    {"name": "app_config", "done": true, "detail": "wrote"},
+                    {"name": "load_balancer:lb-1", "done": false, "detail": null},
+                    {"name": "dns:example.com/7", "done": false, "detail": null}
+                ],
+                "failed_ms": null, "last_error": null
+            },
+            "last_transition_ms": null, "health": {}, "alerts": {}, "blocked": null, "history": []
+        });
+        let s = decode(1, v1).unwrap();
+        let kinds: Vec<StepKind> = s.plan.unwrap().steps.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [StepKind::AppConfig, StepKind::LoadBalancer, StepKind::Dns]
+        );
+        let e = decode(99, serde_json::json!({})).unwrap_err();
+        assert!(e.contains("schema version 99"), "{e}");
     }
 }

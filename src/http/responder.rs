@@ -19,8 +19,9 @@ use crate::alert::{self, Parsed};
 use crate::config::responder::AlertsConfig;
 use crate::failover::executor::Engine;
 use crate::failover::machine::Event;
+use crate::failover::machine::Refusal;
 use crate::failover::state::PlanStatus;
-use crate::metrics::ResponderMetrics;
+use crate::metrics::{ResponderMetrics, WebhookResult};
 use crate::secret::Secret;
 
 /// What the responder's handlers read.
@@ -154,13 +155,13 @@ async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let count = |r: &str| s.metrics.webhook_requests.with_label_values(&[r]).inc();
+    let count = |r: WebhookResult| s.metrics.webhook(r);
     if let Err(e) = authorize(&headers, &s.webhook_token) {
-        count("unauthorized");
+        count(WebhookResult::Unauthorized);
         return e.into_response();
     }
     if let Err(e) = json_content(&headers) {
-        count("unsupported_media_type");
+        count(WebhookResult::UnsupportedMediaType);
         return e.into_response();
     }
     let body = match body {
@@ -168,11 +169,11 @@ async fn webhook(
         Err(rej) => {
             let status = rej.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                count("too_large");
+                count(WebhookResult::TooLarge);
                 return ApiError::new(status, "too_large", "the body is over the size limit")
                     .into_response();
             }
-            count("bad_request");
+            count(WebhookResult::BadRequest);
             return ApiError::new(status, "bad_request", rej.body_text()).into_response();
         }
     };
@@ -181,7 +182,7 @@ async fn webhook(
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {
-            count("bad_request");
+            count(WebhookResult::BadRequest);
             tracing::warn!(error = %e, "webhook body refused");
             return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
                 .into_response();
@@ -196,7 +197,7 @@ async fn webhook(
     }
     match s.engine.submit(&parsed.events).await {
         Ok(done) => {
-            count("accepted");
+            count(WebhookResult::Accepted);
             if done.changed {
                 tracing::info!(status = %payload_status(&parsed), alerts = parsed.events.len(),
                     ignored = parsed.ignored.len(), "webhook received");
@@ -217,7 +218,7 @@ async fn webhook(
                 .into_response()
         }
         Err(e) => {
-            count("unavailable");
+            count(WebhookResult::Unavailable);
             tracing::error!(error = %e, "cannot record webhook events; Alertmanager will retry");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -297,13 +298,14 @@ async fn operator(s: &ResponderState, event: Event) -> Result<Response, ApiError
                 "the state store cannot record the request now",
             )
         })?;
-    if let Some(Some(reason)) = answers.refusals.first() {
-        let status = if reason.starts_with("unknown region") {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::CONFLICT
+    if let Some(Some(refusal)) = answers.refusals.first() {
+        let status = match refusal {
+            Refusal::UnknownRegion(_) => StatusCode::BAD_REQUEST,
+            Refusal::Paused | Refusal::PlanInProgress { .. } | Refusal::AlreadyThere(_) => {
+                StatusCode::CONFLICT
+            }
         };
-        return Err(ApiError::new(status, "refused", reason.clone()));
+        return Err(ApiError::new(status, "refused", refusal.to_string()));
     }
     let st = s.engine.snapshot();
     tracing::info!(event = ?event, epoch = st.epoch, "operator request accepted");

@@ -16,12 +16,18 @@ fn policy() -> Policy {
     }
 }
 
-fn steps() -> StepNames {
-    vec![
-        crate::failover::APP_CONFIG_STEP.into(),
-        "load_balancer:x".into(),
-        "dns:example.com/1".into(),
+fn steps() -> Vec<StepSpec> {
+    [
+        ("app_config", StepKind::AppConfig),
+        ("load_balancer:x", StepKind::LoadBalancer),
+        ("dns:example.com/1", StepKind::Dns),
     ]
+    .into_iter()
+    .map(|(name, kind)| StepSpec {
+        name: name.into(),
+        kind,
+    })
+    .collect()
 }
 
 fn run(s: &State, e: Event, now: u64) -> Decision {
