@@ -4,8 +4,10 @@
                      [--webhook-token-file PATH]
 
 --fast replaces every value on a line ending in `# fast: X` by X (the fast profile of the
-end-to-end test and the demo). The other options point the scrape targets, the Alertmanager
-target and the responder webhook at the given addresses. Writes OUT_DIR/prometheus.yml,
+end-to-end test and the demo). Inside a PromQL expression, where `#` starts a comment, a line
+ending in `# fast: [D]` has its one range selector replaced by [D]:
+`increase(dynamodb_probe_total[20s]) # fast: [5s]`. The other options point the scrape targets,
+the Alertmanager target and the responder webhook at the given addresses. Writes OUT_DIR/prometheus.yml,
 OUT_DIR/rules/*.yml and OUT_DIR/alertmanager.yml.
 """
 import argparse
@@ -15,11 +17,20 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FAST = re.compile(r"^(\s*[\w-]+:\s*)(\S+)(\s*#\s*fast:\s*(\S+).*)$")
+FAST_RANGE = re.compile(r"^(.*?)(\s*#\s*fast:\s*(\[[^\]\s]+\]).*)$")
+RANGE = re.compile(r"\[[0-9][0-9a-z]*\]")
 
 
 def fast(text):
     out = []
-    for line in text.splitlines():
+    for n, line in enumerate(text.splitlines(), 1):
+        r = FAST_RANGE.match(line)
+        if r and not r.group(1).lstrip().startswith("#"):
+            code, ranges = r.group(1), RANGE.findall(r.group(1))
+            if len(ranges) != 1:
+                sys.exit(f"profile.py: line {n} has `# fast: {r.group(3)}` but {len(ranges)} range selectors: {line.strip()}")
+            out.append(RANGE.sub(lambda _: r.group(3), code) + r.group(2))
+            continue
         m = FAST.match(line)
         out.append(f"{m.group(1)}{m.group(4)}{m.group(3)}" if m else line)
     return "\n".join(out) + "\n"

@@ -1,0 +1,725 @@
+#!/usr/bin/env python3
+"""Writes the promtool rule unit tests from the scenarios below, once with the production timings
+(prometheus/tests/*.yml, against ../rules/) and once with the fast profile (prometheus/tests/fast/,
+run by scripts/lib/check-monitoring against the rules scripts/lib/profile.py derives).
+
+  gen.py            rewrite the test files
+  gen.py --check    exit 1 when a test file is not what this script writes
+
+The input series model the exporter and Prometheus rather than draw the metric by hand:
+
+- each prober probes every (region, table) pair once per probe interval, from its own phase; a
+  probe runs the read, write and replication operations, each of which ends with one result;
+- a result lands when its operation ends: a timeout after the probe timeout plus the scheduler's
+  0.1 s cut-off margin (the worst case), anything else after 30 ms. On landing exactly one series of
+  dynamodb_probe_total goes up by one and dynamodb_probe_success is set to 1 or 0;
+- every counter exists from the process start (at 0, or at a warm count for a process that was
+  already running when the scenario starts); the success gauge only after the first probe;
+- Prometheus scrapes each prober every scrape interval. A prober that is down answers no scrape:
+  `up` is 0 and everything it exported is marked stale. When it comes back it is a new process:
+  counters from 0, no success gauge until its first probe, a new phase.
+
+Most scenarios scrape at the evaluation timestamps (one input sample per scrape interval, which
+promtool's `vxN` / `a+bxN` notation keeps short); the probes' phases still put results anywhere
+between two scrapes. The worst-case detection scenario uses a 100 ms grid instead, to put the
+result just after a scrape and the scrape just after an evaluation.
+
+The scrape and evaluation intervals are read from prometheus/prometheus.yml (value and `# fast:`
+value); the probe interval and timeout are the exporter's defaults (5 s, 2.5 s) and the fast
+profile's (1 s, 800 ms, tests/e2e.rs and config/demo.toml). The expected alerts are written by hand
+per profile: the tests pin the thresholds, so changing a window or an interval breaks them.
+"""
+import pathlib
+import re
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+LATENCY = 30  # ms for a probe result other than timeout
+CUTOFF_MARGIN = 100  # ms the scheduler waits past the probe timeout before it cuts a probe off
+WARM = 100  # success count of a process already running when a scenario starts
+RESULTS = ["success", "timeout", "connect_error", "throttled", "server_error", "access_denied",
+           "table_not_found", "client_error", "missing_item", "condition_failed"]
+OPS = ["read", "write", "replication"]
+EAST, WEST = "us-east-1", "us-west-2"
+VOTING = ["DynamoDBRegionUnavailable", "DynamoDBRegionOperationFailing", "DynamoDBTableUnavailable"]
+
+
+def ms(text):
+    total = 0
+    for num, unit in re.findall(r"(\d+)(ms|s|m)", text):
+        total += int(num) * {"ms": 1, "s": 1000, "m": 60000}[unit]
+    return total
+
+
+def dur(t_ms):
+    return f"{t_ms // 1000}s" if t_ms % 1000 == 0 else f"{t_ms}ms"
+
+
+def prometheus_setting(key, fast):
+    text = (ROOT / "prometheus/prometheus.yml").read_text()
+    m = re.search(rf"^\s*{key}:\s*(\S+)\s*#\s*fast:\s*(\S+)", text, re.M)
+    if not m:
+        sys.exit(f"gen.py: no `{key}: X # fast: Y` line in prometheus/prometheus.yml")
+    return ms(m.group(2) if fast else m.group(1))
+
+
+class Profile:
+    def __init__(self, name, fast):
+        self.name, self.fast = name, fast
+        self.scrape = prometheus_setting("scrape_interval", fast)
+        self.eval = prometheus_setting("evaluation_interval", fast)
+        self.probe = 1000 if fast else 5000
+        self.timeout = (800 if fast else 2500) + CUTOFF_MARGIN
+        self.dir = HERE / "fast" if fast else HERE
+        self.rules = "rules/dynamo-failover.yml" if fast else "../rules/dynamo-failover.yml"
+
+    def pick(self, production, fast):
+        """A time in seconds (or any value) for this profile."""
+        return fast if self.fast else production
+
+
+# --- The world: what a probe started at time t sees ----------------------------------------------
+
+class Fault:
+    """Probes matching every given field and started in [start, end) (seconds) end with `result`."""
+
+    def __init__(self, result, start=0, end=None, regions=None, probers=None, tables=None, ops=None):
+        self.result, self.start, self.end = result, start * 1000, None if end is None else end * 1000
+        self.regions, self.probers, self.tables, self.ops = regions, probers, tables, ops
+
+    def matches(self, prober, region, table, op, t):
+        return (self.start <= t and (self.end is None or t < self.end)
+                and all(s is None or v in s for s, v in
+                        ((self.regions, region), (self.probers, prober), (self.tables, table), (self.ops, op))))
+
+
+class Prober:
+    """`phase` (s) of its first probe; `offset` (s) of its scrapes; `lives` of its later processes:
+    (down_at, up_at, new_phase) in seconds, `up_at` None for never."""
+
+    def __init__(self, name, phase, offset, restarts=()):
+        self.name, self.phase, self.offset = name, round(phase * 1000), round(offset * 1000)
+        self.restarts = [(round(a * 1000), None if b is None else round(b * 1000), round(p * 1000)) for a, b, p in restarts]
+        self.instance = f"{name}:9464"
+
+    def lives(self, duration):
+        """(start, stop, first_probe, warm) per process."""
+        out, start, first, warm = [], 0, self.phase, True
+        for down, up, phase in self.restarts:
+            out.append((start, down, first, warm))
+            if up is None:
+                return out
+            start, first, warm = up, up + phase, False
+        out.append((start, duration + 1, first, warm))
+        return out
+
+
+class Scenario:
+    def __init__(self, pf, title, seconds, probers, faults=(), regions=(EAST,), tables=("posts",),
+                 required=None, grid=None, ops=("read", "write")):
+        self.pf, self.title, self.duration = pf, title, round(seconds * 1000)
+        self.ops = ops  # the replication probe never votes; scenarios where it matters include it
+        self.grid = grid or pf.scrape  # ms between input samples; scrape offsets are multiples of it
+        self.probers, self.faults, self.regions, self.tables = probers, list(faults), regions, tables
+        self.required = required  # None: an exporter without dynamodb_probe_table_required
+        self.alert_tests, self.expr_tests = [], []
+
+    def result(self, prober, region, table, op, t):
+        for f in reversed(self.faults):
+            if f.matches(prober, region, table, op, t):
+                return f.result
+        return "success"
+
+    # --- expectations ---
+
+    def alerts(self, t, name, expected):
+        self.alert_tests.append((t, name, expected))
+
+    def check(self, t, down=(), ops=(), tables=(), misconfigured=()):
+        """At t (s): exactly these alerts of the vote and of misconfiguration fire."""
+        self.alerts(t, "DynamoDBRegionUnavailable", list(down))
+        self.alerts(t, "DynamoDBRegionOperationFailing", list(ops))
+        self.alerts(t, "DynamoDBTableUnavailable", list(tables))
+        self.alerts(t, "DynamoDBProbeMisconfigured", list(misconfigured))
+
+    def expr(self, t, expr, samples):
+        self.expr_tests.append((t, expr, samples))
+
+    def never_fired(self, t, names=VOTING):
+        """No alert of `names` was firing at any evaluation up to t (s)."""
+        self.expr(t, f'count_over_time(ALERTS{{alertname=~"{"|".join(names)}",alertstate="firing"}}[{t}s])', None)
+
+    # --- the simulation ---
+
+    def series(self):
+        pf = self.pf
+        slots = {}  # series text -> {slot: token}
+
+        def put(key, t, value):
+            assert t % self.grid == 0, (key, t)
+            slots.setdefault(key, {})[t // self.grid] = value
+
+        pairs = [(r, tb) for r in self.regions for tb in self.tables]
+        for p in self.probers:
+            # Results landing, per life: (land_time, region, table, op, result)
+            timeline = []
+            for li, (start, stop, first, warm) in enumerate(p.lives(self.duration)):
+                for pi, (region, table) in enumerate(pairs):
+                    # Each pair has its own phase within the interval, as in the exporter.
+                    s = first + (pi * 110) % pf.probe
+                    while s < stop:
+                        for op in self.ops:
+                            res = self.result(p.name, region, table, op, s)
+                            land = s + (pf.timeout if res == "timeout" else LATENCY)
+                            if land < stop:
+                                timeline.append((land, li, region, table, op, res))
+                        s += pf.probe
+            timeline.sort()
+            lives = p.lives(self.duration)
+            present_before = set()
+            t = p.offset
+            while t <= self.duration:
+                life = next((i for i, (a, b, _, _) in enumerate(lives) if a <= t < b), None)
+                up_key = f'up{{job="dynamo-failover-exporter",instance="{p.instance}"}}'
+                put(up_key, t, 1 if life is not None else 0)
+                present = {}
+                if life is not None:
+                    warm = lives[life][3]
+                    base = f'job="dynamo-failover-exporter",instance="{p.instance}",prober="{p.name}"'
+                    for region, table in pairs:
+                        for op in self.ops:
+                            landed = [x for x in timeline if x[1] == life and x[0] <= t and x[2:5] == (region, table, op)]
+                            lbl = f'{base},region="{region}",table="{table}",operation="{op}"'
+                            for res in RESULTS:
+                                n = sum(1 for x in landed if x[5] == res) + (WARM if warm and res == "success" else 0)
+                                present[f'dynamodb_probe_total{{{lbl},result="{res}"}}'] = n
+                            if landed:
+                                present[f"dynamodb_probe_success{{{lbl}}}"] = int(landed[-1][5] == "success")
+                            elif warm:
+                                present[f"dynamodb_probe_success{{{lbl}}}"] = 1
+                        if self.required is not None:
+                            lbl = f'{base},region="{region}",table="{table}"'
+                            present[f"dynamodb_probe_table_required{{{lbl}}}"] = self.required.get(table, 1)
+                for key in present_before - set(present):
+                    put(key, t, "stale")
+                for key, v in present.items():
+                    put(key, t, v)
+                present_before = set(present)
+                t += pf.scrape
+        t = 0
+        while t <= self.duration:
+            put('up{job="dynamo-failover-responder",instance="r:9465"}', t, 1)
+            t += pf.scrape
+        return slots
+
+    def render(self):
+        out = [f"  # {line}" if line else "  #" for line in self.title.strip().splitlines()]
+        out.append(f"  - interval: {dur(self.grid)}")
+        out.append("    input_series:")
+        for key, toks in self.series().items():
+            out.append(f"      - series: '{key}'")
+            out.append(f"        values: '{values(toks)}'")
+        if self.alert_tests:
+            out.append("    alert_rule_test:")
+            for t, name, expected in sorted(self.alert_tests, key=lambda x: (x[0], x[1])):
+                out.append(f"      - eval_time: {dur(round(t * 1000))}")
+                out.append(f"        alertname: {name}")
+                if not expected:
+                    out.append("        exp_alerts: []")
+                    continue
+                out.append("        exp_alerts:")
+                for a in sorted(expected, key=lambda a: sorted(a["labels"].items())):
+                    out.append("          - exp_labels:")
+                    out += [f"              {k}: {q(v)}" for k, v in sorted(a["labels"].items())]
+                    out.append("            exp_annotations:")
+                    out += [f"              {k}: {q(v)}" for k, v in sorted(a["annotations"].items())]
+        if self.expr_tests:
+            out.append("    promql_expr_test:")
+            for t, expr, samples in sorted(self.expr_tests, key=lambda x: x[0]):
+                out.append(f"      - expr: {q(expr)}")
+                out.append(f"        eval_time: {dur(round(t * 1000))}")
+                if not samples:
+                    out.append("        exp_samples: []")
+                    continue
+                out.append("        exp_samples:")
+                for labels, value in sorted(samples):
+                    out.append(f"          - labels: {q(labels)}")
+                    out.append(f"            value: {value}")
+        return "\n".join(out)
+
+
+def q(v):
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def values(toks):
+    """promtool's notation: `_xN` is N missing samples, `a+bxN` the N+1 samples a, a+b, .., a+Nb,
+    `vxN` N+1 samples v, `stale` a stale marker."""
+    seq = [toks.get(i, "_") for i in range(max(toks) + 1)]
+    out, i = [], 0
+    while i < len(seq):
+        v = seq[i]
+        j = i + 1
+        if isinstance(v, int) and j < len(seq) and isinstance(seq[j], int) and seq[j] >= v:
+            step = seq[j] - v
+            while j < len(seq) and isinstance(seq[j], int) and seq[j] - seq[j - 1] == step:
+                j += 1
+        else:
+            while j < len(seq) and seq[j] == v:
+                j += 1
+        n = j - i
+        if v == "_":
+            out.append("_" if n == 1 else f"_x{n}")
+        elif v == "stale":
+            out += ["stale"] * n
+        elif n == 1:
+            out.append(str(v))
+        elif n == 2 and seq[i + 1] != v:
+            out += [str(v), str(seq[i + 1])]
+        else:
+            step = seq[i + 1] - v
+            out.append(f"{v}x{n - 1}" if step == 0 else f"{v}+{step}x{n - 1}")
+        i = j
+    return " ".join(out)
+
+
+# --- Expected alerts, with their annotations as the rules render them -----------------------------
+
+def region_down(region, n, operation):
+    return {
+        "labels": {"region": region, "severity": "page", "action": "failover"},
+        "annotations": {
+            "summary": f"DynamoDB in {region} is unavailable ({n} probers agree)",
+            "operation": operation,
+            "description": f"{n} probers, at least the quorum, see reads or writes of a required table in "
+                           f"{region} fail with timeouts, connection errors, 5xx answers or sustained "
+                           "throttling, for the whole window. The responder fails traffic over to the next "
+                           "healthy region.",
+            "runbook_url": "docs/runbook.md#dynamodbregionunavailable",
+        },
+    }
+
+
+def op_failing(region, operation, n):
+    return {
+        "labels": {"region": region, "operation": operation, "severity": "ticket"},
+        "annotations": {
+            "summary": f"Only {operation}s fail in {region} ({n} probers agree)",
+            "description": f"{n} probers, at least the quorum, see DynamoDB {operation}s of a required table "
+                           f"in {region} fail for the whole window while the other operation works: a partial "
+                           "outage. DynamoDBRegionUnavailable fires as well and moves traffic.",
+            "runbook_url": "docs/runbook.md#dynamodbregionoperationfailing",
+        },
+    }
+
+
+def table_failing(region, table, n, operation):
+    return {
+        "labels": {"region": region, "table": table, "severity": "ticket"},
+        "annotations": {
+            "summary": f"Table {table} fails in {region} ({n} probers agree) while other tables work",
+            "operation": operation,
+            "description": f"{n} probers, at least the quorum, see reads or writes of {table} in {region} fail "
+                           "for the whole window while another table there works. If the table is required "
+                           "(the default), DynamoDBRegionUnavailable fires as well and moves traffic; if not, "
+                           "nothing moves.",
+            "runbook_url": "docs/runbook.md#dynamodbtableunavailable",
+        },
+    }
+
+
+def misconfigured(prober, region, table, result):
+    return {
+        "labels": {"prober": prober, "region": region, "table": table, "result": result, "severity": "page"},
+        "annotations": {
+            "summary": f"Prober {prober} gets {result} from table {table} in {region}",
+            "description": f"Probes of {table} in {region} from {prober} have failed with {result} for the "
+                           "whole window. That is a mistake on our side, not an outage: it never moves traffic, "
+                           "but the prober is blind there, and the responder's live check (the same reads and "
+                           "writes) refuses to move traffic into a region where it fails.",
+            "runbook_url": "docs/runbook.md#dynamodbprobemisconfigured",
+        },
+    }
+
+
+def prober_down(instance):
+    return {
+        "labels": {"job": "dynamo-failover-exporter", "instance": instance, "severity": "ticket"},
+        "annotations": {
+            "summary": f"Prober {instance} cannot be scraped",
+            "description": "This prober casts no vote while it is down, so fewer probers remain to make the "
+                           "quorum for a region-down decision.",
+            "runbook_url": "docs/runbook.md#dynamodbproberdown",
+        },
+    }
+
+
+def by_prober(rule, values, **labels):
+    """exp_samples of a per-prober recording rule: values maps prober -> value."""
+    extra = "".join(f',{k}="{v}"' for k, v in sorted(labels.items()))
+    return [(f'{rule}{{prober="{p}"{extra}}}', v) for p, v in values.items()]
+
+
+def probers(pf, restarts=None):
+    """Three probers with different probe phases and scrape offsets."""
+    restarts = restarts or {}
+    phases = pf.pick([0.7, 2.1, 3.9], [0.15, 0.45, 0.85])
+    return [Prober(n, ph, 0, restarts.get(n, ())) for n, ph in zip("abc", phases)]
+
+
+# --- The scenarios --------------------------------------------------------------------------------
+# Times in seconds. With production timings a region outage is detected at most 28.6 s after it
+# starts (README, "Thresholds") and the window is 15 s; with the fast profile 6.9 s and 3 s. So a
+# fault at t0 fires at the first evaluation at or after t0 + 28.6 (fast t0 + 6.9) at the latest, and
+# never before t0 + 15 (fast t0 + 3).
+
+def outage_scenarios(pf):
+    out = []
+    t0 = pf.pick(30, 10)
+    before = pf.pick(42, 12)  # the last evaluation before t0 + the window
+    fired = pf.pick(60, 17)  # the first evaluation at or after t0 + worst-case detection
+    end = pf.pick(75, 25)
+
+    s = Scenario(pf, """
+Write-only outage: every prober's writes to us-east-1 time out, its reads succeed. Either operation
+alone is enough: the region fails over, and the partial-outage ticket names the writes.
+""", end, probers(pf), [Fault("timeout", t0, regions={EAST}, ops={"write"})], regions=(EAST, WEST))
+    s.check(before)
+    for t in (fired, end):
+        s.check(t, down=[region_down(EAST, 3, "write")], ops=[op_failing(EAST, "write", 3)])
+    s.expr(end, "dynamodb:region_operation:failing_probers", [
+        (f'dynamodb:region_operation:failing_probers{{operation="{op}",region="{r}"}}', 3 if (r, op) == (EAST, "write") else 0)
+        for r in (EAST, WEST) for op in ("read", "write")])
+    out.append(s)
+
+    s = Scenario(pf, """
+Read-only outage: every prober's reads of us-east-1 get 5xx answers, its writes succeed. The exporter
+exports dynamodb_probe_table_required (the table is required).
+""", end, probers(pf), [Fault("server_error", t0, regions={EAST}, ops={"read"})], required={})
+    s.check(before)
+    for t in (fired, end):
+        s.check(t, down=[region_down(EAST, 3, "read")], ops=[op_failing(EAST, "read", 3)])
+    s.expr(end, 'dynamodb:region_prober_operation:failing{region="us-east-1"}',
+           by_prober("dynamodb:region_prober_operation:failing", dict.fromkeys("abc", 1), operation="read", region=EAST)
+           + by_prober("dynamodb:region_prober_operation:failing", dict.fromkeys("abc", 0), operation="write", region=EAST))
+    out.append(s)
+
+    t1 = pf.pick(80, 25)
+    resolved = pf.pick(93, 29)  # t1 + probe interval + scrape + evaluation, on the evaluation grid
+    end2 = pf.pick(105, 33)
+    s = Scenario(pf, """
+Everything fails: the region's DynamoDB is gone (connection refused on every operation), then comes
+back. A full outage raises the failover alert only, with both operations in its hint; it resolves
+once a probe succeeds again.
+""", end2, probers(pf), [Fault("connect_error", t0, t1, regions={EAST})], regions=(EAST, WEST), ops=OPS)
+    s.check(before)
+    s.check(fired, down=[region_down(EAST, 3, "read,write")])
+    s.check(t1 - pf.pick(2, 1), down=[region_down(EAST, 3, "read,write")])
+    s.check(resolved)
+    s.check(end2)
+    s.expr(fired, "dynamodb:region:failing_probers", [
+        ('dynamodb:region:failing_probers{region="us-east-1"}', 3), ('dynamodb:region:failing_probers{region="us-west-2"}', 0)])
+    s.expr(fired, "dynamodb:region:reporting_probers", [
+        ('dynamodb:region:reporting_probers{region="us-east-1"}', 3), ('dynamodb:region:reporting_probers{region="us-west-2"}', 3)])
+    out.append(s)
+
+    tables = ("posts", "users", "sessions")
+    s = Scenario(pf, """
+One table of three: every probe of `sessions` in us-east-1 times out, `posts` and `users` work.
+Every table is required (an exporter without dynamodb_probe_table_required), and a region whose
+required table fails is down for the application: failover, plus the table ticket.
+""", end, probers(pf), [Fault("timeout", t0, regions={EAST}, tables={"sessions"})], tables=tables)
+    s.check(before)
+    for t in (fired, end):
+        s.check(t, down=[region_down(EAST, 3, "read,write")], tables=[table_failing(EAST, "sessions", 3, "read,write")])
+    out.append(s)
+
+    s = Scenario(pf, """
+One table's writes: writes to `sessions` in us-east-1 fail with 5xx, everything else works. Failover
+(hint: write), the table ticket (operation write) and the writes ticket; Alertmanager lets the
+table ticket stand for the writes ticket.
+""", end, probers(pf), [Fault("server_error", t0, regions={EAST}, tables={"sessions"}, ops={"write"})],
+                 tables=tables)
+    s.check(before)
+    for t in (fired, end):
+        s.check(t, down=[region_down(EAST, 3, "write")], ops=[op_failing(EAST, "write", 3)],
+                tables=[table_failing(EAST, "sessions", 3, "write")])
+    out.append(s)
+
+    s = Scenario(pf, """
+One table of three with `sessions` marked not required (dynamodb_probe_table_required 0): it does not vote,
+so nothing moves; the table ticket still says it fails.
+""", end, probers(pf), [Fault("timeout", t0, regions={EAST}, tables={"sessions"})], tables=tables,
+                 required={"sessions": 0})
+    s.check(before)
+    for t in (fired, end):
+        s.check(t, tables=[table_failing(EAST, "sessions", 3, "read,write")])
+    s.expr(end, "dynamodb:region:failing_probers", [('dynamodb:region:failing_probers{region="us-east-1"}', 0)])
+    s.never_fired(end, ["DynamoDBRegionUnavailable", "DynamoDBRegionOperationFailing"])
+    out.append(s)
+
+    tb = pf.pick(60, 20)
+    s = Scenario(pf, """
+One prober of three cut off from us-east-1 (every probe times out, as a blackhole does) votes the
+region failing and moves nothing, however long it lasts; a second prober joining it makes the
+quorum and fires.
+""", pf.pick(96, 30), probers(pf), [Fault("timeout", 0, regions={EAST}, probers={"c"}),
+                                     Fault("timeout", tb, regions={EAST}, probers={"b"})])
+    s.expr(pf.pick(30, 10), 'dynamodb:region_prober:failing{region="us-east-1"}',
+           by_prober("dynamodb:region_prober:failing", {"a": 0, "b": 0, "c": 1}, region=EAST))
+    s.expr(pf.pick(30, 10), 'dynamodb:region:failing_probers{region="us-east-1"}',
+           [('dynamodb:region:failing_probers{region="us-east-1"}', 1)])
+    s.expr(pf.pick(30, 10), 'dynamodb:region:reporting_probers{region="us-east-1"}',
+           [('dynamodb:region:reporting_probers{region="us-east-1"}', 3)])
+    s.never_fired(tb + pf.pick(12, 2))
+    s.check(tb + pf.pick(12, 2))
+    s.check(tb + pf.pick(30, 7), down=[region_down(EAST, 2, "read,write")])
+    out.append(s)
+
+    s = Scenario(pf, """
+Probers split between operations: a sees reads of us-east-1 time out, b sees writes time out, c
+sees everything work. Two probers vote the region failing, so it fails over; no operation fails on
+a quorum, so there is no partial-outage ticket, and the hint lists every failing operation.
+""", end, probers(pf), [Fault("timeout", t0, regions={EAST}, probers={"a"}, ops={"read"}),
+                        Fault("timeout", t0, regions={EAST}, probers={"b"}, ops={"write"})])
+    s.check(before)
+    s.check(end, down=[region_down(EAST, 2, "read,write")])
+    out.append(s)
+
+    blip = pf.pick(10, 2)
+    s = Scenario(pf, f"""
+A blip shorter than the window: every probe of us-east-1 from every prober times out for {blip} s
+(two probes each). Nothing fires, ever.
+""", pf.pick(75, 25), probers(pf), [Fault("timeout", t0, t0 + blip, regions={EAST})])
+    s.expr(t0 + pf.pick(9, 2), 'dynamodb:region:failing_probers{region="us-east-1"}',
+           [('dynamodb:region:failing_probers{region="us-east-1"}', 3)])
+    s.never_fired(pf.pick(75, 25))
+    out.append(s)
+
+    blip = pf.pick(14.9, 2.9)
+    s = Scenario(pf, f"""
+The longest blip that never fires: every probe of us-east-1 is refused for {blip} s, just under the
+window. Three probes each (fast: three) fail; each prober's gauge shows failure for at most the
+window, so no evaluation sequence as long as the window sees a quorum voting.
+""", pf.pick(75, 25), probers(pf), [Fault("connect_error", t0, t0 + blip, regions={EAST})])
+    s.never_fired(pf.pick(75, 25))
+    out.append(s)
+    return out
+
+
+def detection_scenarios(pf):
+    """The worst case, on the evaluation grid: the region fails 50 ms after a probe's answer, so the
+    first failing probe leaves a whole interval later; it times out (timeout + cut-off margin) 100 ms
+    after a scrape, so the next scrape sees it; that scrape lands 100 ms after an evaluation, so the
+    next evaluation sees it; then the window. Two probers (the quorum) have this phase."""
+    out = []
+    # Evaluations at multiples of E. Scrapes at 100 ms past each (offset 0.1 s). The failing probe's
+    # result lands at m*E + 0.2 s, so it starts at m*E + 0.2 - (timeout + margin).
+    E, P = pf.eval / 1000, pf.probe / 1000
+    m = pf.pick(13, 20)
+    start = m * E + 0.2 - pf.timeout / 1000  # first failing probe: 36.6 s (fast 19.3 s)
+    t0 = round(start - P + LATENCY / 1000 + 0.02, 3)  # 50 ms after the previous probe started, 20 ms after its answer
+    phase = round(start % P, 3)
+    pending = (m + 2) * E  # scrape at (m+1)E + 0.1 sees it, evaluation (m+2)E sees that scrape
+    fire = pending + pf.pick(15, 3)
+    ps = [Prober(n, phase, 0.1) for n in "abc"]
+    s = Scenario(pf, f"""
+Worst-case detection: the region fails at {t0} s, just after every prober's probe succeeded; the
+first failing probe starts at {start:g} s and its timeout lands at {m * E + 0.2:g} s, just after a
+scrape; the next scrape is just after an evaluation. Pending from {pending:g} s, firing at {fire:g} s:
+{fire - t0:.2f} s after the fault (the sum in the README without its epsilons: {pf.pick('28.6', '6.9')} s).
+""", fire + 2 * E, ps, [Fault("timeout", t0, regions={EAST})], grid=100, ops=OPS)
+    s.expr(pending - E, 'ALERTS{alertname="DynamoDBRegionUnavailable"}', None)
+    s.expr(pending, 'ALERTS{alertname="DynamoDBRegionUnavailable"}', [
+        ('ALERTS{alertname="DynamoDBRegionUnavailable",alertstate="pending",action="failover",region="us-east-1",severity="page"}', 1)])
+    s.alerts(fire - E, "DynamoDBRegionUnavailable", [])
+    s.alerts(fire, "DynamoDBRegionUnavailable", [region_down(EAST, 3, "read,write")])
+    out.append(s)
+    return out
+
+
+def misconfiguration_scenarios(pf):
+    out = []
+    t0 = pf.pick(30, 10)
+    window_not_yet = pf.pick(87, 14)  # before t0 + the misconfiguration window (1 m, fast 5 s)
+    fired = pf.pick(102, 19)  # t0 + probe + scrape + evaluation + the window, on the evaluation grid
+    end = pf.pick(110, 25)
+    everywhere = [misconfigured(p, r, "posts", "access_denied") for p in "abc" for r in (EAST, WEST)]
+
+    s = Scenario(pf, """
+access_denied everywhere (our own IAM or credential mistake): every probe of every region from
+every prober is refused. It never votes: no failover, no partial-outage ticket; it pages as
+DynamoDBProbeMisconfigured per prober, region and table once it has lasted its window.
+""", end, probers(pf), [Fault("access_denied", t0)], regions=(EAST, WEST), ops=OPS)
+    s.check(window_not_yet)
+    s.check(fired, misconfigured=everywhere)
+    s.check(end, misconfigured=everywhere)
+    s.expr(end, "dynamodb:region:failing_probers", [
+        ('dynamodb:region:failing_probers{region="us-east-1"}', 0), ('dynamodb:region:failing_probers{region="us-west-2"}', 0)])
+    s.never_fired(end)
+    out.append(s)
+
+    s = Scenario(pf, """
+missing_item everywhere: the health item was deleted, and the deletion replicated, so every read
+finds nothing (writes work). It never votes; it pages as a misconfiguration.
+""", end, probers(pf), [Fault("missing_item", t0, ops={"read"})], regions=(EAST, WEST))
+    s.check(window_not_yet)
+    s.check(fired, misconfigured=[misconfigured(p, r, "posts", "missing_item") for p in "abc" for r in (EAST, WEST)])
+    s.never_fired(end)
+    out.append(s)
+
+    s = Scenario(pf, """
+condition_failed: prober b's canary writes to us-east-1 are refused (another prober shares its id,
+or its clock went back). Only b's writes; no vote, a page for b.
+""", end, probers(pf), [Fault("condition_failed", t0, regions={EAST}, probers={"b"}, ops={"write"})])
+    s.check(window_not_yet)
+    s.check(fired, misconfigured=[misconfigured("b", EAST, "posts", "condition_failed")])
+    s.never_fired(end)
+    out.append(s)
+
+    t1 = pf.pick(60, 20)
+    s = Scenario(pf, """
+A stray timeout among refusals is no vote: access_denied everywhere, and one probe of every prober
+times out at the same moment. The refusals outnumber it in the window, so nobody votes.
+""", pf.pick(100, 35), probers(pf), [Fault("access_denied", 0), Fault("timeout", t1, t1 + pf.probe / 1000)])
+    s.expr(pf.pick(100, 35), f'max_over_time(dynamodb:region:failing_probers[{pf.pick(100, 35)}s])',
+           [('{region="us-east-1"}', 0)])
+    s.never_fired(pf.pick(100, 35))
+    out.append(s)
+
+    t1 = pf.pick(90, 20)
+    s = Scenario(pf, """
+A misconfiguration does not hide an outage: access_denied everywhere, then us-east-1 stops
+answering (timeouts). Once the timeouts are at least as many as the refusals in the last 20 s
+(fast 5 s) the probers vote, and the region fails over; its misconfiguration pages resolve
+while us-west-2's stay.
+""", pf.pick(140, 35), probers(pf), [Fault("access_denied", 0), Fault("timeout", t1, regions={EAST})],
+                 regions=(EAST, WEST))
+    s.check(t1 - pf.pick(3, 1), misconfigured=everywhere)
+    s.check(t1 + pf.pick(12, 2), misconfigured=everywhere)
+    late = pf.pick(135, 33)
+    s.check(late, down=[region_down(EAST, 3, "read,write")],
+            misconfigured=[misconfigured(p, WEST, "posts", "access_denied") for p in "abc"])
+    out.append(s)
+    return out
+
+
+def throttling_scenarios(pf):
+    out = []
+    t0 = pf.pick(30, 10)
+    burst = pf.pick(45, 5)
+    s = Scenario(pf, f"""
+A throttling burst of {burst} s, shorter than the 1 m (fast 10 s) that makes throttling sustained:
+every probe of us-east-1 from every prober is throttled, then they succeed again. No vote at all,
+nothing fires.
+""", pf.pick(140, 30), probers(pf), [Fault("throttled", t0, t0 + burst, regions={EAST})])
+    s.expr(pf.pick(140, 30), f'max_over_time(dynamodb:region:failing_probers{{region="us-east-1"}}[{pf.pick(140, 30)}s])',
+           [('{region="us-east-1"}', 0)])
+    s.never_fired(pf.pick(140, 30))
+    out.append(s)
+
+    s = Scenario(pf, """
+Sustained throttling: every probe of us-east-1 is throttled from t0 on. The probers vote once the
+increase of their success counter over the last 1 m (fast 10 s) is 0, which is 52 to 63 s (fast 8
+to 11 s) after t0: the window less up to one probe and one scrape interval, or plus one
+evaluation. Then the region's window: not firing before t0 + 67 s (fast 11 s), firing by
+t0 + 81 s (fast 15 s).
+""", pf.pick(125, 28), probers(pf), [Fault("throttled", t0, regions={EAST})])
+    s.check(pf.pick(96, 20))
+    s.check(pf.pick(114, 26), down=[region_down(EAST, 3, "read,write")])
+    out.append(s)
+    return out
+
+
+def prober_scenarios(pf):
+    out = []
+    down, up = pf.pick(30, 10), pf.pick(40, 12)
+    end = pf.pick(90, 30)
+    s = Scenario(pf, """
+A prober restarts: c is not scraped for a while (its series go stale), then comes back as a new
+process (counters from 0, a new phase). No vote appears or disappears by mistake; nothing fires.
+""", end, probers(pf, {"c": [(down, up, pf.pick(1.1, 0.35))]}))
+    s.expr(down + pf.pick(5, 1), 'dynamodb:region:reporting_probers{region="us-east-1"}',
+           [('dynamodb:region:reporting_probers{region="us-east-1"}', 2)])
+    s.expr(end, 'dynamodb:region_prober:failing{region="us-east-1"}',
+           by_prober("dynamodb:region_prober:failing", dict.fromkeys("abc", 0), region=EAST))
+    s.expr(end, f'max_over_time(dynamodb:region:failing_probers[{end}s])', [('{region="us-east-1"}', 0)])
+    s.never_fired(end, VOTING + ["DynamoDBProbeMisconfigured"])
+    out.append(s)
+
+    t0 = pf.pick(20, 5)
+    down, up = pf.pick(60, 15), pf.pick(70, 17)
+    end = pf.pick(100, 25)
+    s = Scenario(pf, """
+A prober restarts during an outage: us-east-1 refuses connections from t0; c restarts in the middle.
+a and b keep the quorum, so the alert stays firing through the gap (2 probers agree) and c votes
+again after its first probe (3 agree).
+""", end, probers(pf, {"c": [(down, up, pf.pick(3.3, 0.6))]}), [Fault("connect_error", t0, regions={EAST})])
+    s.check(pf.pick(51, 12), down=[region_down(EAST, 3, "read,write")])
+    s.check(down + pf.pick(3, 1), down=[region_down(EAST, 2, "read,write")])
+    s.check(end, down=[region_down(EAST, 3, "read,write")])
+    # Firing at every evaluation from its first until the end: it never went back to pending.
+    first = pf.pick(51, 12)
+    span = end - first
+    s.expr(end, f'count_over_time(ALERTS{{alertname="DynamoDBRegionUnavailable",alertstate="firing"}}[{span}s])',
+           [('{action="failover",alertname="DynamoDBRegionUnavailable",alertstate="firing",region="us-east-1",severity="page"}',
+             int(span * 1000 // pf.eval) + 1)])
+    out.append(s)
+
+    gone = pf.pick(20, 5)
+    end = pf.pick(110, 15)
+    s = Scenario(pf, """
+A prober that disappears fires its own alert and is no vote for the region: with a gone, b (cut off,
+failing) alone is not a quorum.
+""", end, probers(pf, {"a": [(gone, None, 0)]}), [Fault("timeout", 0, regions={EAST}, probers={"b"})])
+    s.check(end)
+    s.alerts(end, "DynamoDBProberDown", [prober_down("a:9464")])
+    s.expr(end, "dynamodb:region:reporting_probers", [('dynamodb:region:reporting_probers{region="us-east-1"}', 2)])
+    out.append(s)
+    return out
+
+
+FILES = {
+    "outage.yml": ("Region outages: which alerts fire for which failure, and when.", outage_scenarios),
+    "detection.yml": ("The worst-case time from a region failing to DynamoDBRegionUnavailable firing.", detection_scenarios),
+    "misconfiguration.yml": ("Our own mistakes never vote; they page.", misconfiguration_scenarios),
+    "throttling.yml": ("Throttling votes only when sustained.", throttling_scenarios),
+    "probers.yml": ("Probers that restart or disappear.", prober_scenarios),
+}
+
+
+def render_file(pf, what, scenarios):
+    head = [
+        f"# GENERATED by prometheus/tests/gen.py ({pf.name} timings): edit the scenarios there and run it.",
+        f"# {what}",
+        f"# Probe every {dur(pf.probe)}, timeout lands after {dur(pf.timeout)}, scrape every {dur(pf.scrape)},"
+        f" evaluate every {dur(pf.eval)}.",
+        "rule_files:",
+        f"  - {pf.rules}",
+        f"evaluation_interval: {dur(pf.eval)}",
+        "",
+        "tests:",
+    ]
+    return "\n".join(head + [s.render() + "\n" for s in scenarios])
+
+
+def main():
+    check = "--check" in sys.argv[1:]
+    stale = []
+    for pf in (Profile("production", False), Profile("fast", True)):
+        pf.dir.mkdir(exist_ok=True)
+        for name, (what, make) in FILES.items():
+            path = pf.dir / name
+            text = render_file(pf, what, make(pf))
+            if check:
+                if not path.exists() or path.read_text() != text:
+                    stale.append(str(path.relative_to(ROOT)))
+            else:
+                path.write_text(text)
+    if stale:
+        sys.exit("gen.py: out of date (run python3 prometheus/tests/gen.py): " + ", ".join(stale))
+
+
+if __name__ == "__main__":
+    main()
