@@ -1,6 +1,6 @@
-//! The small traits the executor drives. Production adapters live in [`crate::adapters`]; unit
-//! tests use in-memory fakes. Each error says whether retrying can help and carries a bounded
-//! `reason` used as a metric label.
+//! The small traits the executor drives. Production adapters live in [`crate::adapters`]; the
+//! engine's unit tests (`failover/executor/tests.rs`) drive in-memory fakes of them. Each error
+//! says whether retrying can help and carries a bounded `reason` used as a metric label.
 
 use async_trait::async_trait;
 
@@ -102,18 +102,38 @@ impl StepError {
     }
 }
 
-/// Asked before every side effect: may this replica still act? (It holds the lease and the plan
-/// is still the current one.) A step that is told no stops at once.
+/// Asked before every attempt of every side effect: may this replica still act? (It holds the
+/// lease with the safety margin to spare and the plan is still the current one.) Cheap and local:
+/// it reads atomics and the monotonic clock, never the network. A step that is told no stops at
+/// once.
 pub trait Fence: Send + Sync {
     fn may_act(&self) -> bool;
 }
 
-/// Always yes: for tools and tests that run steps outside a responder.
-pub struct NoFence;
+/// What a step attempt carries: who acts, for which plan, until when, and the fence to ask before
+/// every request, file write and command.
+pub struct StepCtx<'a> {
+    /// The plan's epoch (the fencing token of the transition).
+    pub epoch: u64,
+    /// The acting replica's name (`single` for a lone responder), sent with every API request so
+    /// an audit of the provider's log can tell who changed what.
+    pub replica: &'a str,
+    /// The step's deadline: no attempt starts after it.
+    pub deadline: tokio::time::Instant,
+    pub fence: &'a dyn Fence,
+    /// Told of every failed attempt that will be retried (for the failure metric).
+    pub on_retry: &'a (dyn Fn(FailReason) + Sync),
+}
 
-impl Fence for NoFence {
-    fn may_act(&self) -> bool {
-        true
+impl StepCtx<'_> {
+    /// Answers [`StepError::fenced`] unless the fence allows acting: call it right before every
+    /// side effect, each retry included.
+    pub fn check(&self) -> Result<(), StepError> {
+        if self.fence.may_act() {
+            Ok(())
+        } else {
+            Err(StepError::fenced())
+        }
     }
 }
 
@@ -128,15 +148,6 @@ impl StepError {
     }
 }
 
-/// Answers [`StepError::fenced`] unless the fence allows acting.
-pub fn check(fence: &dyn Fence) -> Result<(), StepError> {
-    if fence.may_act() {
-        Ok(())
-    } else {
-        Err(StepError::fenced())
-    }
-}
-
 /// One idempotent reconfiguration: read what is there, change only what differs, read back.
 #[async_trait]
 pub trait Step: Send + Sync {
@@ -145,8 +156,8 @@ pub trait Step: Send + Sync {
     /// What it reconfigures (also the bounded `step` metric label).
     fn kind(&self) -> StepKind;
     /// Makes the target region active; answers what it did ("unchanged" included). Calls
-    /// [`check`] on `fence` right before every change it makes.
-    async fn apply(&self, to: &str, epoch: u64, fence: &dyn Fence) -> Result<String, StepError>;
+    /// [`StepCtx::check`] right before every change it makes (each retry included).
+    async fn apply(&self, to: &str, ctx: &StepCtx<'_>) -> Result<String, StepError>;
 }
 
 /// Probes a region live before traffic moves there.

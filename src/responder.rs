@@ -2,6 +2,7 @@
 //! notifiers), serves the webhook and admin API, and ticks the decision clock until shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -13,8 +14,10 @@ use crate::adapters::{
 };
 use crate::config::responder::StoreConfig;
 use crate::config::Config;
-use crate::failover::executor::{Engine, Ha, Links, Parts};
+use crate::failover::executor::{Engine, Parts};
+use crate::failover::lease::Ha;
 use crate::failover::machine::Event;
+use crate::failover::notices::{self, Channels, Links};
 use crate::http::responder::{router, ResponderState};
 use crate::metrics::{register_common, ResponderMetrics};
 use crate::ports::{Notifier, Step, SystemClock};
@@ -28,10 +31,8 @@ pub fn steps(config: &Config) -> anyhow::Result<Vec<Arc<dyn Step>>> {
         .context("the config has no [responder] section")?;
     let mut steps: Vec<Arc<dyn Step>> = vec![Arc::new(app_config::AppConfigStep::new(&r.app))];
     if let Some(d) = &r.digitalocean {
-        let client = Arc::new(
-            digitalocean::DoClient::new(d, r.step_deadline)
-                .context("building the DigitalOcean client")?,
-        );
+        let client =
+            Arc::new(digitalocean::DoClient::new(d).context("building the DigitalOcean client")?);
         for lb in &d.load_balancers {
             steps.push(Arc::new(digitalocean::LoadBalancerStep::new(
                 client.clone(),
@@ -61,6 +62,12 @@ pub async fn run(
         .responder
         .clone()
         .context("the config has no [responder] section; the responder role needs one")?;
+    let request_timeout = r
+        .digitalocean
+        .as_ref()
+        .map_or(Duration::ZERO, |d| d.request_timeout);
+    // How long a shutdown waits for the plan work in flight: one request, or one reload command.
+    let grace = request_timeout.max(r.app.command_timeout) + Duration::from_secs(1);
     let registry = Registry::new();
     register_common(&registry).context("registering build and process metrics")?;
     let regions: Vec<String> = config.regions.iter().map(|x| x.name.clone()).collect();
@@ -83,6 +90,7 @@ pub async fn run(
             lease,
             renew,
             timeout,
+            ..
         } => {
             let mut b = aws_sdk_dynamodb::config::Builder::from(&shared)
                 .region(aws_sdk_dynamodb::config::Region::new(region.clone()))
@@ -108,6 +116,7 @@ pub async fn run(
                 replica: replica.clone(),
                 duration: *lease,
                 renew_every: *renew,
+                margin: r.store.lease_margin(request_timeout),
             };
             (ddb, Some(ha))
         }
@@ -116,22 +125,13 @@ pub async fn run(
         .into_iter()
         .map(Arc::from)
         .collect();
-    let parts = Parts {
-        policy: r.policy(&config.regions),
-        steps,
-        store,
-        live: Arc::new(live_check::ProbeLiveCheck::new(
-            &config,
-            &shared,
-            r.policy.max_failback_lag,
-        )),
+    let policy = r.policy(&config.regions);
+    let notices = notices::spawn(Channels {
         notifiers,
         lag: r
             .prometheus_url
             .as_deref()
             .map(|u| Arc::new(prom::PrometheusLag::new(u)) as Arc<dyn crate::ports::LagSource>),
-        clock: Arc::new(SystemClock),
-        metrics: metrics.clone(),
         links: Links {
             responder: r
                 .public_url
@@ -139,6 +139,21 @@ pub async fn run(
                 .or_else(|| Some(format!("http://{}", r.listen))),
             prometheus: r.prometheus_url.clone(),
         },
+        policy: policy.clone(),
+        metrics: metrics.clone(),
+    });
+    let parts = Parts {
+        policy,
+        steps,
+        store,
+        live: Arc::new(live_check::ProbeLiveCheck::new(
+            &config,
+            &shared,
+            r.policy.max_failback_lag,
+        )),
+        notices,
+        clock: Arc::new(SystemClock),
+        metrics: metrics.clone(),
         step_deadline: r.step_deadline,
         ha,
     };
@@ -148,7 +163,8 @@ pub async fn run(
     let snap = engine.snapshot();
     tracing::info!(listen = %listener.local_addr()?, active = %snap.active, epoch = snap.epoch,
         paused = snap.paused, role = engine.role(), "responder started");
-    let lease_loop = engine.spawn_lease_loop(shutdown.clone());
+    let driver = engine.spawn_driver();
+    let lease_loop = engine.spawn_lease_loop(shutdown.clone(), grace);
 
     let ticker = {
         let engine = engine.clone();
@@ -174,7 +190,7 @@ pub async fn run(
         })
     };
     let state = ResponderState {
-        engine,
+        engine: engine.clone(),
         registry,
         metrics,
         alerts: Arc::new(r.alerts.clone()),
@@ -193,9 +209,18 @@ pub async fn run(
         .await
         .context("serving HTTP")?;
     let _ = ticker.await;
-    if let Some(l) = lease_loop {
-        let _ = l.await;
+    match lease_loop {
+        // It stops acting, waits for the plan work in flight, then releases the lease.
+        Some(l) => {
+            let _ = l.await;
+        }
+        None => {
+            if !engine.stop(grace).await {
+                tracing::warn!("plan work did not stop within the grace period");
+            }
+        }
     }
+    driver.abort();
     tracing::info!("responder stopped");
     Ok(())
 }

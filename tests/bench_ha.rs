@@ -1,7 +1,7 @@
 //! Replica benchmarks (ignored in the normal test run; `scripts/bench/run ha` runs them in
 //! release mode and they print their figures):
 //! - takeover: kill -9 of the acting replica in the middle of a plan, time until the other
-//!   replica resumes the plan; 10 runs, lease 2 s;
+//!   replica resumes the plan; 10 runs, lease 3 s;
 //! - storm: 10,000 deliveries of one alert spread over three replicas by 50 concurrent senders.
 
 mod common;
@@ -50,7 +50,7 @@ async fn takeover_after_kill_9_of_the_acting_replica() {
     for run in 0..runs {
         let mut s = Stack::start(Knobs {
             replicas: 2,
-            lease: "2s",
+            lease: "3s",
             step_deadline: "20s",
             ..Knobs::default()
         })

@@ -17,7 +17,7 @@ const T0: &str = "2026-11-26T05:49:00.000Z";
 fn ha(replicas: usize) -> Knobs {
     Knobs {
         replicas,
-        lease: "2s",
+        lease: "3s",
         step_deadline: "20s",
         ..Knobs::default()
     }
@@ -279,7 +279,7 @@ async fn an_unreachable_state_store_in_the_middle_of_a_plan_stops_every_replica(
     .await;
     let before = s.fake.changes().len();
     s.state_store.as_mut().unwrap().stop().await;
-    // When the GET finally answers, the 2 s lease has expired unrenewed, so the PUT that would
+    // When the GET finally answers, the lease has lapsed unrenewed, so the PUT that would
     // follow is fenced off. Nobody can take the lease either.
     wait_until(
         Duration::from_secs(15),

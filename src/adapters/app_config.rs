@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use crate::config::responder::AppConfig;
 use crate::failover::state::StepKind;
-use crate::ports::{check, FailReason, Fence, Step, StepError};
+use crate::ports::{FailReason, Step, StepCtx, StepError};
 
 pub struct AppConfigStep {
     env_file: PathBuf,
@@ -97,7 +97,8 @@ impl Step for AppConfigStep {
         StepKind::AppConfig
     }
 
-    async fn apply(&self, to: &str, epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {
+    async fn apply(&self, to: &str, ctx: &StepCtx<'_>) -> Result<String, StepError> {
+        let epoch = ctx.epoch;
         let io = |what: String, e: std::io::Error| {
             StepError::new(FailReason::Io, format!("{what}: {e}"), true)
         };
@@ -108,7 +109,7 @@ impl Step for AppConfigStep {
         };
         let changed = read_value(&current, &self.key).as_deref() != Some(to);
         if changed {
-            check(fence)?;
+            ctx.check()?;
             let body = with_value(&current, &self.key, to);
             let path = self.env_file.clone();
             tokio::task::spawn_blocking(move || write_atomically(&path, &body))
@@ -135,7 +136,7 @@ impl Step for AppConfigStep {
         // died before reloading, and reloading twice is harmless where reloading zero times is not.
         let mut ran = Vec::new();
         for cmd in &self.reload {
-            check(fence)?;
+            ctx.check()?;
             let out = tokio::time::timeout(
                 self.timeout,
                 tokio::process::Command::new(&cmd[0])

@@ -4,7 +4,9 @@
 //! The client honours `ratelimit-remaining` / `ratelimit-reset` (it waits for the reset rather than
 //! spend the last request), waits `retry-after` on 429, and retries 5xx answers, timeouts,
 //! connection errors and "load balancer busy with an earlier change" refusals with backoff, all
-//! within the step's deadline. The token is sent in the `Authorization` header and nowhere else.
+//! within the step's deadline. It is the one retry layer of a step, and it asks the fence before
+//! every attempt. The token is sent in the `Authorization` header and nowhere else; every request
+//! names the acting replica and the plan's epoch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -20,7 +22,7 @@ use crate::config::responder::{
 };
 use crate::config::RegionConfig;
 use crate::failover::state::StepKind;
-use crate::ports::{check, FailReason, Fence, Step, StepError};
+use crate::ports::{FailReason, Step, StepCtx, StepError};
 use crate::secret::Secret;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -30,38 +32,51 @@ pub struct DoClient {
     http: reqwest::Client,
     base: String,
     token: Secret,
-    deadline: Duration,
     /// Do not send before this instant (rate limit exhausted until its reset).
     gate: Mutex<Option<Instant>>,
 }
 
+/// Request headers that say who acts: the replica and the plan's epoch. DigitalOcean keeps the
+/// User-Agent of each API call in its account's audit trail; the custom headers are for proxies
+/// and stand-ins that log them.
+pub const REPLICA_HEADER: &str = "x-dynamo-failover-replica";
+pub const EPOCH_HEADER: &str = "x-dynamo-failover-epoch";
+
 impl DoClient {
-    pub fn new(c: &DigitalOceanConfig, deadline: Duration) -> anyhow::Result<Self> {
+    pub fn new(c: &DigitalOceanConfig) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(c.request_timeout)
             .connect_timeout(c.request_timeout)
-            .user_agent(concat!("dynamo-failover/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
             http,
             base: c.api_url.clone(),
             token: c.token.clone(),
-            deadline,
             gate: Mutex::new(None),
         })
     }
 
-    /// One API call with the retry rules above. Answers the JSON body (Null for 204).
+    /// One API call with the retry rules above, within `ctx`'s deadline. The fence is asked
+    /// before every attempt (and again after every wait), so a replica that loses its lease sends
+    /// nothing more, retries included. Answers the JSON body (Null for 204).
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
+        ctx: &StepCtx<'_>,
     ) -> Result<Value, StepError> {
-        let deadline = Instant::now() + self.deadline;
+        let deadline = ctx.deadline;
         let mut backoff = FIRST_BACKOFF;
         let mut last: Option<StepError> = None;
+        let agent = format!(
+            "dynamo-failover/{} (replica {}; epoch {})",
+            env!("CARGO_PKG_VERSION"),
+            ctx.replica,
+            ctx.epoch
+        );
         loop {
+            ctx.check()?;
             let gate = *self.gate.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(g) = gate {
                 if g > deadline {
@@ -74,6 +89,7 @@ impl DoClient {
                     ));
                 }
                 tokio::time::sleep_until(g).await;
+                ctx.check()?;
             }
             if Instant::now() >= deadline {
                 return Err(last.unwrap_or_else(|| {
@@ -88,7 +104,10 @@ impl DoClient {
             let mut req = self
                 .http
                 .request(method.clone(), &url)
-                .bearer_auth(self.token.expose());
+                .bearer_auth(self.token.expose())
+                .header(reqwest::header::USER_AGENT, &agent)
+                .header(REPLICA_HEADER, ctx.replica)
+                .header(EPOCH_HEADER, ctx.epoch);
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -148,13 +167,13 @@ impl DoClient {
                     }
                 }
             };
-            let now = Instant::now();
-            if now + wait >= deadline {
-                return Err(last.expect("set on every retry path"));
+            let e = last.as_ref().expect("set on every retry path");
+            if Instant::now() + wait >= deadline {
+                return Err(e.clone());
             }
-            if let Some(e) = &last {
-                tracing::warn!(error = %e.message, retry_in_ms = wait.as_millis() as u64, "DigitalOcean call will be retried");
-            }
+            (ctx.on_retry)(e.reason);
+            tracing::warn!(epoch = ctx.epoch, error = %e.message, retry_in_ms = wait.as_millis() as u64,
+                "DigitalOcean call will be retried");
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
@@ -240,13 +259,14 @@ impl LoadBalancerStep {
         }
     }
 
-    async fn get(&self) -> Result<Value, StepError> {
+    async fn get(&self, ctx: &StepCtx<'_>) -> Result<Value, StepError> {
         let v = self
             .client
             .call(
                 Method::GET,
                 &format!("/v2/load_balancers/{}", self.lb.id),
                 None,
+                ctx,
             )
             .await?;
         if !v["load_balancer"].is_object() {
@@ -259,13 +279,13 @@ impl LoadBalancerStep {
         Ok(v["load_balancer"].clone())
     }
 
-    async fn put(&self, body: &Value, fence: &dyn Fence) -> Result<(), StepError> {
-        check(fence)?;
+    async fn put(&self, body: &Value, ctx: &StepCtx<'_>) -> Result<(), StepError> {
         self.client
             .call(
                 Method::PUT,
                 &format!("/v2/load_balancers/{}", self.lb.id),
                 Some(body),
+                ctx,
             )
             .await
             .map(|_| ())
@@ -278,8 +298,8 @@ impl LoadBalancerStep {
             .unwrap_or_default()
     }
 
-    async fn apply_droplets(&self, to: &str, fence: &dyn Fence) -> Result<String, StepError> {
-        let lb = self.get().await?;
+    async fn apply_droplets(&self, to: &str, ctx: &StepCtx<'_>) -> Result<String, StepError> {
+        let lb = self.get(ctx).await?;
         if lb["tag"].as_str().is_some_and(|t| !t.is_empty()) {
             return Err(StepError::new(
                 FailReason::Rejected,
@@ -308,22 +328,26 @@ impl LoadBalancerStep {
         let path = format!("/v2/load_balancers/{}/droplets", self.lb.id);
         // Add first, then remove: the pool is never empty in between.
         if !add.is_empty() {
-            check(fence)?;
             self.client
-                .call(Method::POST, &path, Some(&json!({ "droplet_ids": add })))
+                .call(
+                    Method::POST,
+                    &path,
+                    Some(&json!({ "droplet_ids": add })),
+                    ctx,
+                )
                 .await?;
         }
         if !remove.is_empty() {
-            check(fence)?;
             self.client
                 .call(
                     Method::DELETE,
                     &path,
                     Some(&json!({ "droplet_ids": remove })),
+                    ctx,
                 )
                 .await?;
         }
-        let after = Self::droplet_set(&self.get().await?);
+        let after = Self::droplet_set(&self.get(ctx).await?);
         if !want.is_subset(&after) || !after.is_disjoint(&others) {
             return Err(StepError::new(
                 FailReason::VerifyFailed,
@@ -359,13 +383,13 @@ impl LoadBalancerStep {
         body
     }
 
-    async fn apply_tag(&self, to: &str, fence: &dyn Fence) -> Result<String, StepError> {
+    async fn apply_tag(&self, to: &str, ctx: &StepCtx<'_>) -> Result<String, StepError> {
         let want = region(&self.regions, to)?
             .digitalocean
             .tag
             .clone()
             .unwrap_or_default();
-        let lb = self.get().await?;
+        let lb = self.get(ctx).await?;
         if lb["tag"].as_str() == Some(want.as_str()) {
             return Ok(format!(
                 "load balancer {} already targets tag {want}",
@@ -377,8 +401,8 @@ impl LoadBalancerStep {
         if let Some(o) = body.as_object_mut() {
             o.remove("droplet_ids");
         }
-        self.put(&body, fence).await?;
-        let after = self.get().await?;
+        self.put(&body, ctx).await?;
+        let after = self.get(ctx).await?;
         if after["tag"].as_str() != Some(want.as_str()) {
             return Err(StepError::new(
                 FailReason::VerifyFailed,
@@ -405,8 +429,8 @@ impl LoadBalancerStep {
             .collect()
     }
 
-    async fn apply_global(&self, to: &str, fence: &dyn Fence) -> Result<String, StepError> {
-        let lb = self.get().await?;
+    async fn apply_global(&self, to: &str, ctx: &StepCtx<'_>) -> Result<String, StepError> {
+        let lb = self.get(ctx).await?;
         if lb["type"].as_str() != Some("GLOBAL") {
             return Err(StepError::new(
                 FailReason::Rejected,
@@ -429,8 +453,8 @@ impl LoadBalancerStep {
         }
         let mut body = Self::put_body(&lb);
         body["glb_settings"]["region_priorities"] = json!(want);
-        self.put(&body, fence).await?;
-        let after = self.get().await?;
+        self.put(&body, ctx).await?;
+        let after = self.get(ctx).await?;
         let got: BTreeMap<String, u64> =
             serde_json::from_value(after["glb_settings"]["region_priorities"].clone())
                 .unwrap_or_default();
@@ -461,11 +485,11 @@ impl Step for LoadBalancerStep {
         StepKind::LoadBalancer
     }
 
-    async fn apply(&self, to: &str, _epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {
+    async fn apply(&self, to: &str, ctx: &StepCtx<'_>) -> Result<String, StepError> {
         match self.lb.mode {
-            LbMode::Droplets => self.apply_droplets(to, fence).await,
-            LbMode::Tag => self.apply_tag(to, fence).await,
-            LbMode::Global => self.apply_global(to, fence).await,
+            LbMode::Droplets => self.apply_droplets(to, ctx).await,
+            LbMode::Tag => self.apply_tag(to, ctx).await,
+            LbMode::Global => self.apply_global(to, ctx).await,
         }
     }
 }
@@ -497,8 +521,11 @@ impl DnsStep {
         )
     }
 
-    async fn get(&self) -> Result<Value, StepError> {
-        let v = self.client.call(Method::GET, &self.path(), None).await?;
+    async fn get(&self, ctx: &StepCtx<'_>) -> Result<Value, StepError> {
+        let v = self
+            .client
+            .call(Method::GET, &self.path(), None, ctx)
+            .await?;
         Ok(v["domain_record"].clone())
     }
 }
@@ -513,14 +540,14 @@ impl Step for DnsStep {
         StepKind::Dns
     }
 
-    async fn apply(&self, to: &str, _epoch: u64, fence: &dyn Fence) -> Result<String, StepError> {
+    async fn apply(&self, to: &str, ctx: &StepCtx<'_>) -> Result<String, StepError> {
         let r = region(&self.regions, to)?;
         let want = match self.rec.kind {
             RecordType::A => r.digitalocean.ipv4.clone(),
             RecordType::AAAA => r.digitalocean.ipv6.clone(),
         }
         .unwrap_or_default();
-        let rec = self.get().await?;
+        let rec = self.get(ctx).await?;
         if rec["type"].as_str() != Some(self.rec.kind.as_str()) {
             return Err(StepError::new(
                 FailReason::Rejected,
@@ -538,11 +565,10 @@ impl Step for DnsStep {
             return Ok(format!("{} already points at {want}", self.name()));
         }
         let body = json!({ "type": self.rec.kind.as_str(), "data": want, "ttl": ttl });
-        check(fence)?;
         self.client
-            .call(Method::PATCH, &self.path(), Some(&body))
+            .call(Method::PATCH, &self.path(), Some(&body), ctx)
             .await?;
-        let after = self.get().await?;
+        let after = self.get(ctx).await?;
         if after["data"].as_str() != Some(want.as_str()) {
             return Err(StepError::new(
                 FailReason::VerifyFailed,

@@ -72,10 +72,15 @@ struct RawState {
     renew: Option<String>,
     #[serde(default = "d_store_timeout")]
     timeout: String,
+    #[serde(default = "d_clock_skew")]
+    max_clock_skew: String,
 }
 
 fn d_lease() -> String {
-    "10s".into()
+    "15s".into()
+}
+fn d_clock_skew() -> String {
+    "1s".into()
 }
 fn d_store_timeout() -> String {
     "2s".into()
@@ -277,7 +282,7 @@ fn d_do_url() -> String {
     "https://api.digitalocean.com".into()
 }
 fn d_request_timeout() -> String {
-    "10s".into()
+    "5s".into()
 }
 fn d_ttl() -> u32 {
     60
@@ -325,7 +330,22 @@ pub enum StoreConfig {
         renew: Duration,
         #[serde(with = "super::duration_text")]
         timeout: Duration,
+        /// The most two replicas' clocks may differ; part of the lease's safety margin.
+        #[serde(with = "super::duration_text")]
+        max_clock_skew: Duration,
     },
+}
+
+impl StoreConfig {
+    /// How long before its lease's deadline a replica stops acting: the longest a request it
+    /// already sent can take (`request_timeout`, DigitalOcean's) plus the clock-skew allowance.
+    /// Zero for the file store (one responder, no lease).
+    pub fn lease_margin(&self, request_timeout: Duration) -> Duration {
+        match self {
+            StoreConfig::File { .. } => Duration::ZERO,
+            StoreConfig::Dynamodb { max_clock_skew, .. } => request_timeout + *max_clock_skew,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -593,6 +613,36 @@ impl RawResponder {
             None => None,
             Some(d) => Some(validate_do(d, regions, &secret)?),
         };
+        if let StoreConfig::Dynamodb {
+            lease,
+            renew,
+            timeout,
+            ..
+        } = &store
+        {
+            // After a renewal the leader must still be able to act until the next one has been
+            // answered, or a healthy leader would pause between renewals.
+            let request_timeout = digitalocean
+                .as_ref()
+                .map_or(Duration::ZERO, |d| d.request_timeout);
+            let margin = store.lease_margin(request_timeout);
+            if *lease <= margin + *renew + *timeout {
+                return Err(invalid(
+                    "responder.state.lease",
+                    format!(
+                        "{} is too short: a replica stops acting {} before its lease ends \
+                         (responder.digitalocean.request_timeout + responder.state.max_clock_skew), \
+                         and must still hold it when its next renewal ({} later, answered within {}) \
+                         lands; make it longer than {}",
+                        super::fmt_duration(*lease),
+                        super::fmt_duration(margin),
+                        super::fmt_duration(*renew),
+                        super::fmt_duration(*timeout),
+                        super::fmt_duration(margin + *renew + *timeout)
+                    ),
+                ));
+            }
+        }
 
         let n = &self.notify;
         let slack_webhook_url = if n.slack || n.slack_webhook_url_file.is_some() {
@@ -712,6 +762,7 @@ fn validate_store(st: RawState, file: Option<String>) -> Result<StoreConfig, Con
                 None => lease / 3,
             };
             let timeout = parse_duration(&key("timeout"), &st.timeout)?;
+            let max_clock_skew = parse_duration(&key("max_clock_skew"), &st.max_clock_skew)?;
             if renew * 2 > lease {
                 return Err(invalid(
                     key("renew"),
@@ -732,6 +783,7 @@ fn validate_store(st: RawState, file: Option<String>) -> Result<StoreConfig, Con
                 lease,
                 renew,
                 timeout,
+                max_clock_skew,
             })
         }
         other => Err(invalid(

@@ -1,6 +1,10 @@
-//! Failover: the pure decision ([`machine`]) and the executor that carries decisions out
-//! ([`executor`]).
+//! Failover: the pure decision ([`machine`]) over the persisted [`state`], the [`executor`] that
+//! records events and publishes the state, the [`driver`] that carries a plan out, the [`lease`]
+//! that says who may act, and the [`notices`] for people.
 
+pub(crate) mod driver;
 pub mod executor;
+pub mod lease;
 pub mod machine;
+pub mod notices;
 pub mod state;

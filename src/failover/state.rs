@@ -20,9 +20,11 @@ pub fn decode(schema: u64, mut body: serde_json::Value) -> Result<State, String>
     match schema {
         1 => migrate_v1(&mut body),
         s if s == u64::from(SCHEMA_VERSION) => {}
-        s => return Err(format!(
+        s => {
+            return Err(format!(
             "the stored state has schema version {s}, this build reads {SCHEMA_VERSION} and older"
-        )),
+        ))
+        }
     }
     serde_json::from_value(body).map_err(|e| format!("the stored state is unreadable: {e}"))
 }

@@ -116,7 +116,7 @@ impl Default for Knobs {
             step_deadline: "10s",
             notifiers_down: false,
             replicas: 1,
-            lease: "2s",
+            lease: "3s",
             request_timeout: "10s",
             slow_first_reload: false,
         }
@@ -298,7 +298,7 @@ webhook_url = "{notify}/hook"
                     String::new(),
                     format!(
                         "[responder.state]\nbackend = \"dynamodb\"\ntable = \"{STATE_TABLE}\"\nregion = \"eu-west-1\"\n\
-                         endpoint = \"{}\"\nreplica = \"r{i}\"\nlease = \"{}\"\ntimeout = \"300ms\"\n\n",
+                         endpoint = \"{}\"\nreplica = \"r{i}\"\nlease = \"{}\"\ntimeout = \"300ms\"\nmax_clock_skew = \"200ms\"\n\n",
                         m.endpoint(),
                         knobs.lease
                     ),
