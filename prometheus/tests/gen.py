@@ -15,8 +15,10 @@ The input series model the exporter and Prometheus rather than draw the metric b
 - each prober probes every (region, table) pair once per probe interval, from its own phase; a
   probe runs the read, write and replication operations, each of which ends with one result;
 - a result lands when its operation ends: a timeout after the probe timeout plus the scheduler's
-  0.1 s cut-off margin (the worst case), anything else after 30 ms. On landing exactly one series of
-  dynamodb_probe_total goes up by one and dynamodb_probe_success is set to 1 or 0;
+  0.1 s cut-off margin (the worst case), anything else after 30 ms (or a scenario's slow latency).
+  On landing exactly one series of dynamodb_probe_total goes up by one and dynamodb_probe_success
+  is set to 1 or 0; scenarios about latency also observe the duration in the histogram
+  dynamodb_probe_duration_seconds (the exporter's buckets);
 - every counter exists from the process start (at 0, or at a warm count for a process that was
   already running when the scenario starts); the success gauge only after the first probe;
 - Prometheus scrapes each prober every scrape interval. A prober that is down answers no scrape:
@@ -40,6 +42,7 @@ import sys
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 LATENCY = 30  # ms for a probe result other than timeout
+BUCKETS = ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10"]  # src/metrics.rs
 CUTOFF_MARGIN = 100  # ms the scheduler waits past the probe timeout before it cuts a probe off
 WARM = 100  # success count of a process already running when a scenario starts
 RESULTS = ["success", "timeout", "connect_error", "throttled", "server_error", "access_denied",
@@ -86,10 +89,13 @@ class Profile:
 # --- The world: what a probe started at time t sees ----------------------------------------------
 
 class Fault:
-    """Probes matching every given field and started in [start, end) (seconds) end with `result`."""
+    """Probes matching every given field and started in [start, end) (seconds) end with `result`,
+    after `latency` ms when given (else the timeout for a timeout, LATENCY for anything else)."""
 
-    def __init__(self, result, start=0, end=None, regions=None, probers=None, tables=None, ops=None):
+    def __init__(self, result, start=0, end=None, regions=None, probers=None, tables=None, ops=None,
+                 latency=None):
         self.result, self.start, self.end = result, start * 1000, None if end is None else end * 1000
+        self.latency = latency
         self.regions, self.probers, self.tables, self.ops = regions, probers, tables, ops
 
     def matches(self, prober, region, table, op, t):
@@ -121,19 +127,23 @@ class Prober:
 
 class Scenario:
     def __init__(self, pf, title, seconds, probers, faults=(), regions=(EAST,), tables=("posts",),
-                 required=None, grid=None, ops=("read", "write")):
+                 required=None, grid=None, ops=("read", "write"), durations=False):
         self.pf, self.title, self.duration = pf, title, round(seconds * 1000)
         self.ops = ops  # the replication probe never votes; scenarios where it matters include it
         self.grid = grid or pf.scrape  # ms between input samples; scrape offsets are multiples of it
         self.probers, self.faults, self.regions, self.tables = probers, list(faults), regions, tables
         self.required = required  # None: an exporter without dynamodb_probe_table_required
+        self.durations = durations  # also the duration histogram (only latency scenarios read it)
         self.alert_tests, self.expr_tests = [], []
 
-    def result(self, prober, region, table, op, t):
+    def outcome(self, prober, region, table, op, t):
+        """(result, duration in ms) of the probe started at t (ms)."""
         for f in reversed(self.faults):
             if f.matches(prober, region, table, op, t):
-                return f.result
-        return "success"
+                if f.latency is not None:
+                    return f.result, f.latency
+                return f.result, self.pf.timeout if f.result == "timeout" else LATENCY
+        return "success", LATENCY
 
     # --- expectations ---
 
@@ -166,7 +176,7 @@ class Scenario:
 
         pairs = [(r, tb) for r in self.regions for tb in self.tables]
         for p in self.probers:
-            # Results landing, per life: (land_time, region, table, op, result)
+            # Results landing, per life: (land_time, life, region, table, op, result, duration)
             timeline = []
             for li, (start, stop, first, warm) in enumerate(p.lives(self.duration)):
                 for pi, (region, table) in enumerate(pairs):
@@ -174,10 +184,10 @@ class Scenario:
                     s = first + (pi * 110) % pf.probe
                     while s < stop:
                         for op in self.ops:
-                            res = self.result(p.name, region, table, op, s)
-                            land = s + (pf.timeout if res == "timeout" else LATENCY)
+                            res, took = self.outcome(p.name, region, table, op, s)
+                            land = s + took
                             if land < stop:
-                                timeline.append((land, li, region, table, op, res))
+                                timeline.append((land, li, region, table, op, res, took))
                         s += pf.probe
             timeline.sort()
             lives = p.lives(self.duration)
@@ -202,6 +212,15 @@ class Scenario:
                                 present[f"dynamodb_probe_success{{{lbl}}}"] = int(landed[-1][5] == "success")
                             elif warm:
                                 present[f"dynamodb_probe_success{{{lbl}}}"] = 1
+                            if self.durations:
+                                # A warm process's earlier probes all took LATENCY.
+                                took = [x[6] for x in landed] + ([LATENCY] * WARM if warm else [])
+                                name = "dynamodb_probe_duration_seconds"
+                                for le in BUCKETS:
+                                    present[f'{name}_bucket{{{lbl},le="{le}"}}'] = sum(1 for d in took if d <= float(le) * 1000)
+                                present[f'{name}_bucket{{{lbl},le="+Inf"}}'] = len(took)
+                                present[f"{name}_count{{{lbl}}}"] = len(took)
+                                present[f"{name}_sum{{{lbl}}}"] = round(sum(took) / 1000, 3)
                         if self.required is not None:
                             lbl = f'{base},region="{region}",table="{table}"'
                             present[f"dynamodb_probe_table_required{{{lbl}}}"] = self.required.get(table, 1)
@@ -355,6 +374,22 @@ def prober_down(instance):
             "description": "This prober casts no vote while it is down, so fewer probers remain to make the "
                            "quorum for a region-down decision.",
             "runbook_url": "docs/runbook.md#dynamodbproberdown",
+        },
+    }
+
+
+def region_slow(region, probers):
+    n = len(probers)
+    return {
+        "labels": {"region": region, "severity": "ticket"},
+        "annotations": {
+            "summary": f"DynamoDB reads in {region} are slow ({n} probers see a p99 over 500 ms)",
+            "probers": ",".join(sorted(probers)),
+            "description": f"{n} probers, at least the quorum, have seen the 99th percentile of consistent "
+                           f"reads of the health items in {region} above 500 ms for the whole window (5 "
+                           "minutes); the probers annotation names them. One prober alone, which may be "
+                           "its own network path, does not raise this. Traffic is not moved for slowness.",
+            "runbook_url": "docs/runbook.md#dynamodbregiondegraded",
         },
     }
 
@@ -684,12 +719,38 @@ failing) alone is not a quorum.
     return out
 
 
+def latency_scenarios(pf):
+    out = []
+    slow = 600  # ms: over DynamoDBRegionDegraded's 500 ms, under the probe timeout of both profiles
+    t1 = pf.pick(330, 10)  # c has been slow for longer than the alert's window (5 m, fast 5 s)
+    pending = pf.pick(333, 12)  # b's first slow read lands (332.7 s, fast 11.05 s), is scraped, is evaluated
+    fire = pending + pf.pick(300, 5)
+    s = Scenario(pf, """
+Slow reads from one prober of three (c's reads of us-east-1 take 600 ms and succeed, as over a
+congested path of its own) never raise DynamoDBRegionDegraded, however long it lasts; a second
+prober's reads turning slow make the quorum, and the alert fires after its window.
+""", fire + pf.pick(6, 2), probers(pf), [Fault("success", 0, regions={EAST}, probers={"c"}, ops={"read"}, latency=slow),
+                                      Fault("success", t1, regions={EAST}, probers={"b"}, ops={"read"}, latency=slow)],
+                 durations=True)
+    s.expr(t1 - pf.pick(3, 1), 'dynamodb:region_prober:read_latency_p99_5m > bool 0.5',
+           by_prober("", {"a": 0, "b": 0, "c": 1}, region=EAST))
+    s.expr(pending - pf.eval / 1000, 'ALERTS{alertname="DynamoDBRegionDegraded"}', None)
+    s.expr(pending, 'ALERTS{alertname="DynamoDBRegionDegraded"}', [
+        ('ALERTS{alertname="DynamoDBRegionDegraded",alertstate="pending",region="us-east-1",severity="ticket"}', 1)])
+    s.never_fired(round(fire - pf.eval / 1000), ["DynamoDBRegionDegraded"])
+    s.alerts(fire, "DynamoDBRegionDegraded", [region_slow(EAST, "bc")])
+    s.check(fire)  # slow is not down
+    out.append(s)
+    return out
+
+
 FILES = {
     "outage.yml": ("Region outages: which alerts fire for which failure, and when.", outage_scenarios),
     "detection.yml": ("The worst-case time from a region failing to DynamoDBRegionUnavailable firing.", detection_scenarios),
     "misconfiguration.yml": ("Our own mistakes never vote; they page.", misconfiguration_scenarios),
     "throttling.yml": ("Throttling votes only when sustained.", throttling_scenarios),
     "probers.yml": ("Probers that restart or disappear.", prober_scenarios),
+    "latency.yml": ("Slow reads: a ticket when the quorum of probers sees them.", latency_scenarios),
 }
 
 
