@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use common::stack::*;
-use common::{sample, wait_until};
+use common::{sample, wait_until, Link};
 use fake_digitalocean::Fault;
 use serde_json::json;
 
@@ -257,6 +257,166 @@ async fn kill_9_of_the_acting_replica_between_any_two_steps_lets_another_finish_
         );
         s.assert_no_secrets();
     }
+}
+
+/// The lease item as stored: (holder, expires_at_ms).
+async fn lease_item(s: &Stack) -> Option<(String, u64)> {
+    let c = common::client("eu-west-1", &s.state_store.as_ref().unwrap().endpoint()).await;
+    let out = c
+        .get_item()
+        .table_name(STATE_TABLE)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("lease".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .ok()?;
+    let item = out.item?;
+    let holder = item.get("holder")?.as_s().ok()?.clone();
+    let expires = item.get("expires_at_ms")?.as_n().ok()?.parse().ok()?;
+    Some((holder, expires))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The lease's safety margin in the test stack: DigitalOcean request timeout 1 s +
+/// `max_clock_skew` 200 ms.
+const MARGIN_MS: u64 = 1_200;
+/// Between the fence check and the request's arrival at the fake on loopback.
+const SEND_SLACK_MS: u64 = 50;
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_state_store_sends_nothing_after_its_lease_and_the_other_finishes(
+) {
+    let s = Stack::start(Knobs {
+        store_proxies: true,
+        ..ha(2)
+    })
+    .await;
+    // Every PUT of the tag load balancer fails with 503 until the test clears it: the leader is
+    // inside its retry loop when it is cut off.
+    s.fake.inject_at(
+        Fault::Status(503),
+        u32::MAX,
+        Some(Method::PUT),
+        Some("/v2/load_balancers/lb-tag"),
+    );
+    let old = s.leader().await;
+    let new = 1 - old;
+    let (old_name, new_name) = (format!("r{old}"), format!("r{new}"));
+    assert_eq!(post_to(&s, old, &alert_body(EAST, true, T0)).await, 200);
+    wait_until(
+        Duration::from_secs(20),
+        "the leader to be retrying the tag load balancer's PUT",
+        || async {
+            s.fake.log().iter().any(|l| {
+                l.method == "PUT"
+                    && l.path.ends_with("lb-tag")
+                    && l.replica.as_deref() == Some(old_name.as_str())
+            })
+        },
+    )
+    .await;
+    let cut = now_ms();
+    s.proxies[old].set(Link::Cut);
+    // The old leader's lease as last stored, until the other replica takes it over.
+    let old_expiry = std::sync::atomic::AtomicU64::new(0);
+    wait_until(
+        Duration::from_secs(20),
+        "the other replica to take the lease",
+        || async {
+            match lease_item(&s).await {
+                Some((h, e)) if h == old_name => {
+                    old_expiry.fetch_max(e, std::sync::atomic::Ordering::SeqCst);
+                    false
+                }
+                Some((h, _)) => h == new_name,
+                None => false,
+            }
+        },
+    )
+    .await;
+    let old_expiry = old_expiry.into_inner();
+    assert!(old_expiry > 0, "the old leader's lease was never seen");
+    s.fake.clear_faults();
+    wait_until(
+        Duration::from_secs(30),
+        "the new leader to finish",
+        || async {
+            let st: serde_json::Value = s
+                .http
+                .get(format!("{}/v1/state", s.base_of(new)))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            st["active_region"] == WEST && st["plan"].is_null()
+        },
+    )
+    .await;
+    // The old leader stops at its next fence check; without one before every attempt it would go
+    // on retrying its PUT until the step deadline.
+    let old_log = s.path(&format!("responder-{old}-1.log"));
+    wait_until(
+        Duration::from_secs(30),
+        "the old leader to stop acting",
+        || async {
+            std::fs::read_to_string(&old_log)
+                .unwrap_or_default()
+                .contains("may no longer act")
+        },
+    )
+    .await;
+    let log = s.fake.log();
+    let last_old = log
+        .iter()
+        .filter(|l| l.replica.as_deref() == Some(old_name.as_str()))
+        .map(|l| l.at_ms)
+        .max()
+        .unwrap();
+    let first_new_change = log
+        .iter()
+        .filter(|l| l.replica.as_deref() == Some(new_name.as_str()) && l.method != "GET")
+        .map(|l| l.at_ms)
+        .min()
+        .unwrap();
+    println!(
+        "cut-off to the new leader's first change: {} ms; the old leader's last request {} ms before its lease's expiry",
+        first_new_change.saturating_sub(cut),
+        old_expiry as i64 - last_old as i64
+    );
+    assert!(
+        last_old <= old_expiry - MARGIN_MS + SEND_SLACK_MS,
+        "the old leader sent a request {} ms after its lease's expiry minus the margin",
+        last_old as i64 - (old_expiry - MARGIN_MS) as i64
+    );
+    // Every request names its replica and the plan's epoch.
+    assert!(log.iter().all(|l| l.replica.is_some()
+        && l.epoch == Some(1)
+        && l.user_agent
+            .as_deref()
+            .is_some_and(|a| a.contains("epoch 1"))));
+    // The load balancer's final state is the new leader's, from its one accepted PUT.
+    let puts: Vec<_> = s
+        .fake
+        .changes()
+        .into_iter()
+        .filter(|c| c.method == "PUT" && c.path.ends_with("lb-tag"))
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert_eq!(puts[0].replica.as_deref(), Some(new_name.as_str()));
+    assert_moved_to_west(&s);
+    s.assert_no_secrets();
 }
 
 #[tokio::test]

@@ -278,3 +278,94 @@ pub fn exporter_config(prober: &str, regions: &[(&str, &str)], tables: &[&str]) 
 }
 
 pub mod stack;
+
+/// What a [`Proxy`] does with the traffic it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Forwards everything.
+    Up,
+    /// Holds every chunk from the client this long before forwarding it (a slow path).
+    Slow(Duration),
+    /// Drops every open connection and refuses new ones (a cut path).
+    Cut,
+}
+
+/// A TCP proxy on a loopback port in front of `upstream`, whose link the test can slow or cut:
+/// one replica's own path to a shared server.
+pub struct Proxy {
+    pub port: u16,
+    link: tokio::sync::watch::Sender<Link>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (link, watch) = tokio::sync::watch::channel(Link::Up);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = l.accept().await {
+                if *watch.borrow() == Link::Cut {
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(carry(client, upstream, watch.clone()));
+            }
+        });
+        Proxy { port, link, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, link: Link) {
+        self.link.send_replace(link);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn carry(
+    client: tokio::net::TcpStream,
+    upstream: u16,
+    mut link: tokio::sync::watch::Receiver<Link>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = {
+        let link = link.clone();
+        async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match cr.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let now = *link.borrow();
+                if let Link::Slow(d) = now {
+                    tokio::time::sleep(d).await;
+                }
+                if *link.borrow() == Link::Cut || sw.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = link.wait_for(|l| *l == Link::Cut) => {}
+    }
+}

@@ -105,6 +105,9 @@ pub struct Knobs {
     pub request_timeout: &'static str,
     /// The first run of the reload command takes 4 s (a pause inside the app-config step).
     pub slow_first_reload: bool,
+    /// Each replica reaches the state store through its own [`Proxy`] (`Stack::proxies`), so a
+    /// test can slow or cut one replica's path.
+    pub store_proxies: bool,
 }
 
 impl Default for Knobs {
@@ -119,6 +122,7 @@ impl Default for Knobs {
             lease: "3s",
             request_timeout: "10s",
             slow_first_reload: false,
+            store_proxies: false,
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct Stack {
     pub west: Moto,
     /// The region holding the replicas' shared state table (replicas > 1 only).
     pub state_store: Option<Moto>,
+    /// Replica i's path to the state store, with `Knobs::store_proxies`.
+    pub proxies: Vec<Proxy>,
     pub fake: FakeDo,
     pub inbox: Inbox,
     pub dir: tempfile::TempDir,
@@ -291,6 +297,12 @@ webhook_url = "{notify}/hook"
                 String::new()
             },
         );
+        let mut proxies = Vec::new();
+        if let (true, Some(m)) = (knobs.store_proxies, &state_store) {
+            for _ in &ports {
+                proxies.push(Proxy::start(m.port).await);
+            }
+        }
         for (i, p) in ports.iter().enumerate() {
             let (file_line, section) = match &state_store {
                 None => (format!("state_file = \"{}/state.json\"", d.display()), String::new()),
@@ -299,7 +311,7 @@ webhook_url = "{notify}/hook"
                     format!(
                         "[responder.state]\nbackend = \"dynamodb\"\ntable = \"{STATE_TABLE}\"\nregion = \"eu-west-1\"\n\
                          endpoint = \"{}\"\nreplica = \"r{i}\"\nlease = \"{}\"\ntimeout = \"300ms\"\nmax_clock_skew = \"200ms\"\n\n",
-                        m.endpoint(),
+                        proxies.get(i).map_or_else(|| m.endpoint(), Proxy::endpoint),
                         knobs.lease
                     ),
                 ),
@@ -334,6 +346,7 @@ webhook_url = "{notify}/hook"
             http: reqwest::Client::new(),
             answers: Arc::default(),
             state_store,
+            proxies,
         };
         for i in 0..s.replicas.len() {
             s.spawn_replica(i).await;

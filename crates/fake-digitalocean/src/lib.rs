@@ -60,6 +60,42 @@ pub struct Logged {
     pub path: String,
     pub status: u16,
     pub body: Value,
+    /// When the request arrived, in milliseconds since the Unix epoch (wall clock).
+    pub at_ms: u64,
+    /// The `x-dynamo-failover-replica` header: who sent it.
+    pub replica: Option<String>,
+    /// The `x-dynamo-failover-epoch` header: for which plan.
+    pub epoch: Option<u64>,
+    pub user_agent: Option<String>,
+}
+
+/// What is logged of a request as it arrives.
+#[derive(Debug, Clone)]
+struct Meta {
+    at_ms: u64,
+    replica: Option<String>,
+    epoch: Option<u64>,
+    user_agent: Option<String>,
+}
+
+impl Meta {
+    fn of(headers: &HeaderMap) -> Meta {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Meta {
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            replica: text("x-dynamo-failover-replica"),
+            epoch: text("x-dynamo-failover-epoch").and_then(|e| e.parse().ok()),
+            user_agent: text("user-agent"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -325,6 +361,7 @@ async fn gate(
 
 fn finish(
     s: &Shared,
+    meta: Meta,
     method: &Method,
     path: String,
     body: Value,
@@ -339,6 +376,10 @@ fn finish(
         path,
         status: resp.status().as_u16(),
         body,
+        at_ms: meta.at_ms,
+        replica: meta.replica,
+        epoch: meta.epoch,
+        user_agent: meta.user_agent,
     });
     resp
 }
@@ -357,10 +398,10 @@ fn parse_body(body: &Bytes) -> Result<Value, Response> {
 }
 
 macro_rules! gated {
-    ($s:expr, $method:expr, $headers:expr, $path:expr, $body:expr) => {
+    ($s:expr, $meta:expr, $method:expr, $headers:expr, $path:expr, $body:expr) => {
         match gate(&$s, &$method, &$path, &$headers).await {
             Ok(rl) => rl,
-            Err(r) => return finish(&$s, &$method, $path, $body, r, None),
+            Err(r) => return finish(&$s, $meta, &$method, $path, $body, r, None),
         }
     };
 }
@@ -372,7 +413,8 @@ async fn get_lb(
     Path(id): Path<String>,
 ) -> Response {
     let path = format!("/v2/load_balancers/{id}");
-    let rl = gated!(s, method, headers, path.clone(), Value::Null);
+    let meta = Meta::of(&headers);
+    let rl = gated!(s, meta.clone(), method, headers, path.clone(), Value::Null);
     let lb = s.world.lock().unwrap().load_balancers.get(&id).cloned();
     let resp = match lb {
         Some(lb) => Json(json!({ "load_balancer": lb })).into_response(),
@@ -382,7 +424,7 @@ async fn get_lb(
             "The resource you were accessing could not be found.",
         ),
     };
-    finish(&s, &method, path, Value::Null, resp, Some(rl))
+    finish(&s, meta, &method, path, Value::Null, resp, Some(rl))
 }
 
 /// The PUT rules of the real API.
@@ -425,7 +467,15 @@ async fn put_lb(
 ) -> Response {
     let path = format!("/v2/load_balancers/{id}");
     let logged = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let rl = gated!(s, method, headers, path.clone(), logged.clone());
+    let meta = Meta::of(&headers);
+    let rl = gated!(
+        s,
+        meta.clone(),
+        method,
+        headers,
+        path.clone(),
+        logged.clone()
+    );
     let resp = (|| {
         let body = parse_body(&body)?;
         let mut w = s.world.lock().unwrap();
@@ -454,7 +504,7 @@ async fn put_lb(
         Ok(Json(json!({ "load_balancer": next })).into_response())
     })()
     .unwrap_or_else(|r| r);
-    finish(&s, &method, path, logged, resp, Some(rl))
+    finish(&s, meta, &method, path, logged, resp, Some(rl))
 }
 
 async fn change_droplets(
@@ -467,7 +517,15 @@ async fn change_droplets(
 ) -> Response {
     let path = format!("/v2/load_balancers/{id}/droplets");
     let logged = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let rl = gated!(s, method, headers, path.clone(), logged.clone());
+    let meta = Meta::of(&headers);
+    let rl = gated!(
+        s,
+        meta.clone(),
+        method,
+        headers,
+        path.clone(),
+        logged.clone()
+    );
     let resp = (|| {
         let body = parse_body(&body)?;
         let ids: Vec<u64> = body["droplet_ids"]
@@ -515,7 +573,7 @@ async fn change_droplets(
         Ok(StatusCode::NO_CONTENT.into_response())
     })()
     .unwrap_or_else(|r| r);
-    finish(&s, &method, path, logged, resp, Some(rl))
+    finish(&s, meta, &method, path, logged, resp, Some(rl))
 }
 
 async fn add_droplets(
@@ -545,7 +603,8 @@ async fn get_record(
     Path((domain, id)): Path<(String, u64)>,
 ) -> Response {
     let path = format!("/v2/domains/{domain}/records/{id}");
-    let rl = gated!(s, method, headers, path.clone(), Value::Null);
+    let meta = Meta::of(&headers);
+    let rl = gated!(s, meta.clone(), method, headers, path.clone(), Value::Null);
     let rec = s.world.lock().unwrap().records.get(&(domain, id)).cloned();
     let resp = match rec {
         Some(r) => Json(json!({ "domain_record": r })).into_response(),
@@ -555,7 +614,7 @@ async fn get_record(
             "The resource you were accessing could not be found.",
         ),
     };
-    finish(&s, &method, path, Value::Null, resp, Some(rl))
+    finish(&s, meta, &method, path, Value::Null, resp, Some(rl))
 }
 
 async fn patch_record(
@@ -567,7 +626,15 @@ async fn patch_record(
 ) -> Response {
     let path = format!("/v2/domains/{domain}/records/{id}");
     let logged = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let rl = gated!(s, method, headers, path.clone(), logged.clone());
+    let meta = Meta::of(&headers);
+    let rl = gated!(
+        s,
+        meta.clone(),
+        method,
+        headers,
+        path.clone(),
+        logged.clone()
+    );
     let resp = (|| {
         let body = parse_body(&body)?;
         let mut w = s.world.lock().unwrap();
@@ -615,7 +682,7 @@ async fn patch_record(
         Ok(Json(json!({ "domain_record": rec.clone() })).into_response())
     })()
     .unwrap_or_else(|r| r);
-    finish(&s, &method, path, logged, resp, Some(rl))
+    finish(&s, meta, &method, path, logged, resp, Some(rl))
 }
 
 /// Everything stored, for the demo's summary (no auth: loopback test tool only).
