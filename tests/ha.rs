@@ -420,6 +420,77 @@ async fn a_leader_cut_off_from_the_state_store_sends_nothing_after_its_lease_and
 }
 
 #[tokio::test]
+async fn sigterm_lets_the_step_in_flight_finish_before_the_lease_is_handed_over() {
+    // The first reload command takes 4 s: the leader is inside the app-config step.
+    let mut s = Stack::start(Knobs {
+        slow_first_reload: true,
+        ..ha(2)
+    })
+    .await;
+    let old = s.leader().await;
+    let new = 1 - old;
+    assert_eq!(post_to(&s, old, &alert_body(EAST, true, T0)).await, 200);
+    let marker = s.path("slowed");
+    wait_until(
+        Duration::from_secs(20),
+        "the slow reload to start",
+        || async { marker.exists() },
+    )
+    .await;
+    let mut child = s.replicas[old].child.take().unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the old leader exits")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    wait_until(
+        Duration::from_secs(30),
+        "the new leader to finish",
+        || async {
+            let st: serde_json::Value = s
+                .http
+                .get(format!("{}/v1/state", s.base_of(new)))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            st["active_region"] == WEST && st["plan"].is_null()
+        },
+    )
+    .await;
+    // The step in flight was finished and recorded by the old leader before it let the lease go:
+    // the new leader did not run it again.
+    let old_log = std::fs::read_to_string(s.path(&format!("responder-{old}-1.log"))).unwrap();
+    if s.reloads().len() != 1 {
+        println!(
+            "{}",
+            std::fs::read_to_string(s.path(&format!("responder-{new}-1.log"))).unwrap()
+        );
+    }
+    assert_eq!(s.reloads(), vec![format!("{WEST} epoch 1")]);
+    let done = old_log
+        .find("step done")
+        .expect("the old leader finished its step");
+    let released = old_log
+        .find("lease released on shutdown")
+        .expect("the old leader released the lease");
+    assert!(
+        done < released,
+        "the lease was released before the step ended"
+    );
+    assert_moved_to_west(&s);
+}
+
+#[tokio::test]
 async fn an_unreachable_state_store_in_the_middle_of_a_plan_stops_every_replica() {
     let mut s = Stack::start(ha(2)).await;
     // The tag step's GET keeps timing out (1 s request timeout) for about 4.5 s, then answers.

@@ -172,6 +172,10 @@ impl Engine {
         self.wake.notified().await
     }
 
+    pub(crate) fn driver_done(&self) -> watch::Receiver<bool> {
+        self.driver_done.subscribe()
+    }
+
     pub(crate) fn driver_finished(&self) {
         self.driver_done.send_replace(true);
     }

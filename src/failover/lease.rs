@@ -110,8 +110,9 @@ impl Authority {
 impl Engine {
     /// Competes for the lease until shutdown: renews it while held, takes it when free or
     /// expired, keeps this replica's view of the shared state fresh, and wakes the plan driver
-    /// when it becomes the leader. On shutdown: stops acting, waits up to `grace` for in-flight
-    /// plan work, then releases the lease. Does nothing for a single responder.
+    /// when it becomes the leader. On shutdown: stops acting, keeps renewing the lease it holds
+    /// while the plan work in flight ends (up to `grace`), then releases it. Does nothing for a
+    /// single responder.
     pub fn spawn_lease_loop(
         self: &Arc<Self>,
         mut shutdown: Shutdown,
@@ -129,10 +130,27 @@ impl Engine {
         Some(tokio::spawn(async move {
             let mut t = tokio::time::interval(every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut done = me.driver_done();
+            // Set at shutdown: until then the loop competes for the lease; after it, it only
+            // keeps the lease it holds alive while the plan work in flight ends.
+            let mut draining: Option<Instant> = None;
             loop {
                 tokio::select! {
                     _ = t.tick() => {}
-                    _ = shutdown.wait() => break,
+                    _ = shutdown.wait(), if draining.is_none() => {
+                        // No new side effect from now on; the one in flight may end.
+                        me.authority().stop();
+                        me.wake_driver();
+                        draining = Some(Instant::now() + grace);
+                        continue;
+                    }
+                    _ = done.wait_for(|d| *d), if draining.is_some() => break,
+                }
+                if draining.is_some_and(|until| Instant::now() >= until) {
+                    break;
+                }
+                if draining.is_some() && !me.authority().flagged() {
+                    break; // nothing held, nothing to keep
                 }
                 let was = me.authority().holds();
                 // The instant is taken before the wall-clock time the store records, so this
@@ -140,9 +158,16 @@ impl Engine {
                 let sent = Instant::now();
                 let result = lease.acquire(&replica, me.now_ms(), duration).await;
                 match result {
+                    // A new leader first reads what the last one stored, so it never acts on a
+                    // stale view (it would repeat the steps it did not see done).
+                    Ok(_) if !was && draining.is_none() && me.refresh().await.is_err() => {
+                        me.count_store_error("load");
+                        tracing::error!(replica = %replica,
+                            "holds the lease but cannot read the shared state; not acting yet");
+                    }
                     Ok(view) => {
                         me.authority().granted(sent, duration, margin, view.epoch);
-                        if !was {
+                        if !was && draining.is_none() {
                             tracing::warn!(replica = %replica, lease_epoch = view.epoch, "became the leader");
                             me.wake_driver();
                         }
@@ -159,17 +184,20 @@ impl Engine {
                     }
                 }
                 me.observe_role();
-                if let Err(e) = me.refresh().await {
-                    me.count_store_error("load");
-                    tracing::error!(error = %e, "cannot read the shared state");
+                if draining.is_none() {
+                    if let Err(e) = me.refresh().await {
+                        me.count_store_error("load");
+                        tracing::error!(error = %e, "cannot read the shared state");
+                    }
                 }
             }
-            // Shutdown: no new side effect, let the one in flight end, then hand the lease over.
-            let finished = me.stop(grace).await;
+            if draining.is_none() {
+                return; // the shutdown signal's sender went away without firing
+            }
             if !me.authority().flagged() {
                 return;
             }
-            if finished {
+            if *done.borrow() {
                 lease.release(&replica).await;
                 tracing::info!(replica = %replica, "lease released on shutdown");
             } else {
