@@ -57,11 +57,15 @@ pub async fn run(
     );
 
     let app = exporter_router(ExporterState { registry, health });
-    let mut stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.wait().await })
-        .await
-        .context("serving HTTP")?;
+    crate::http::serve::serve(
+        listener,
+        app,
+        crate::http::serve::Limits::default(),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .context("serving HTTP")?;
     for t in tasks {
         let _ = t.await;
     }

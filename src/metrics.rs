@@ -190,6 +190,8 @@ pub struct ResponderMetrics {
     pub step_failures: IntCounterVec,
     pub webhook_requests: IntCounterVec,
     pub notifications: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_refused: prometheus::IntCounter,
 }
 
 /// What became of one webhook request: the bounded `result` label.
@@ -205,17 +207,24 @@ pub enum WebhookResult {
     TooLarge,
     /// Not `application/json`; 415.
     UnsupportedMediaType,
+    /// The body did not arrive within the request timeout; 408.
+    BodyTimeout,
+    /// Other events held the state for longer than the request timeout; 503, Alertmanager
+    /// retries.
+    Busy,
     /// The state store could not record the events; 503, Alertmanager retries.
     Unavailable,
 }
 
 impl WebhookResult {
-    pub const ALL: [WebhookResult; 6] = [
+    pub const ALL: [WebhookResult; 8] = [
         WebhookResult::Accepted,
         WebhookResult::Unauthorized,
         WebhookResult::BadRequest,
         WebhookResult::TooLarge,
         WebhookResult::UnsupportedMediaType,
+        WebhookResult::BodyTimeout,
+        WebhookResult::Busy,
         WebhookResult::Unavailable,
     ];
 
@@ -226,6 +235,8 @@ impl WebhookResult {
             WebhookResult::BadRequest => "bad_request",
             WebhookResult::TooLarge => "too_large",
             WebhookResult::UnsupportedMediaType => "unsupported_media_type",
+            WebhookResult::BodyTimeout => "body_timeout",
+            WebhookResult::Busy => "busy",
             WebhookResult::Unavailable => "unavailable",
         }
     }
@@ -322,6 +333,16 @@ impl ResponderMetrics {
             ),
             &["channel", "result"],
         )?;
+        let connections_open = g(
+            "failover_http_connections_open",
+            "Connections open to the responder's listener.",
+        )?;
+        let connections_refused = prometheus::IntCounter::new(
+            "failover_http_connections_refused_total",
+            "Connections closed at once because responder.max_connections were open.",
+        )?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
         for c in [&active_region, &region_down] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -369,6 +390,8 @@ impl ResponderMetrics {
             step_failures,
             webhook_requests,
             notifications,
+            connections_open,
+            connections_refused,
         })
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
@@ -19,6 +18,7 @@ use crate::failover::lease::Ha;
 use crate::failover::machine::Event;
 use crate::failover::notices::{self, Channels, Links};
 use crate::http::responder::{router, ResponderState};
+use crate::http::serve::{serve, ConnMetrics, Limits};
 use crate::metrics::{register_common, ResponderMetrics};
 use crate::ports::{Notifier, Step, SystemClock};
 use crate::shutdown::Shutdown;
@@ -197,17 +197,26 @@ pub async fn run(
         webhook_token: r.webhook_token.clone(),
         admin_token: r.admin_token.clone(),
         regions: Arc::new(regions),
+        max_body: r.max_body_bytes,
+        request_timeout: r.request_timeout,
     };
-    let app = router(state, r.max_body_bytes, r.request_timeout);
-    let mut stop = shutdown.clone();
-    // Answers are small and latency matters more than packet count: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.wait().await })
-        .await
-        .context("serving HTTP")?;
+    let conn_metrics = ConnMetrics {
+        open: state.metrics.connections_open.clone(),
+        refused: state.metrics.connections_refused.clone(),
+    };
+    let app = router(state);
+    serve(
+        listener,
+        app,
+        Limits {
+            header_timeout: r.header_timeout,
+            max_connections: r.max_connections,
+        },
+        Some(conn_metrics),
+        shutdown.clone(),
+    )
+    .await
+    .context("serving HTTP")?;
     let _ = ticker.await;
     match lease_loop {
         // It stops acting, waits for the plan work in flight, then releases the lease.

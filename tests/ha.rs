@@ -491,6 +491,83 @@ async fn sigterm_lets_the_step_in_flight_finish_before_the_lease_is_handed_over(
 }
 
 #[tokio::test]
+async fn a_slow_state_store_gets_503s_that_alertmanager_retries_and_each_delivery_counts_once() {
+    let s = Stack::start(Knobs {
+        store_proxies: true,
+        request_timeout: "1s",
+        ..ha(2)
+    })
+    .await;
+    // Replica 0's path to the state store answers after 1 s: each save times out (300 ms), and
+    // deliveries queue for the state behind each other past the request timeout.
+    s.proxies[0].set(Link::Slow(Duration::from_secs(1)));
+    let bodies: Vec<String> = (0..8)
+        .map(|i| alert_body_with(EAST, &format!("fp-east-{i}"), true, T0))
+        .collect();
+    let mut sends = Vec::new();
+    for b in &bodies {
+        let (http, base, b) = (s.http.clone(), s.base_of(0), b.clone());
+        sends.push(tokio::spawn(async move {
+            let r = http
+                .post(format!("{base}/alerts"))
+                .bearer_auth(WEBHOOK_TOKEN)
+                .header("content-type", "application/json")
+                .body(b)
+                .send()
+                .await
+                .unwrap();
+            let retry = r.headers().get("retry-after").is_some();
+            (r.status().as_u16(), retry)
+        }));
+    }
+    for h in sends {
+        let (status, retry_after) = h.await.unwrap();
+        assert_eq!(status, 503, "a refusal Alertmanager would not retry");
+        assert!(retry_after, "a 503 without Retry-After");
+    }
+    let m = reqwest::get(format!("{}/metrics", s.base_of(0)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused = ["busy", "unavailable"]
+        .iter()
+        .map(|r| sample(&m, "failover_webhook_requests_total", &[("result", r)]).unwrap())
+        .sum::<f64>();
+    assert_eq!(refused, 8.0, "every refusal counted under its result");
+    // Alertmanager retries once the store answers again: every delivery is recorded once, and
+    // the one region-down they report moves traffic once.
+    s.proxies[0].set(Link::Up);
+    for b in &bodies {
+        wait_until(
+            Duration::from_secs(10),
+            "a retried delivery to be accepted",
+            || async { post_to(&s, 0, b).await == 200 },
+        )
+        .await;
+    }
+    wait_until(Duration::from_secs(30), "traffic to move once", || async {
+        let st: serde_json::Value = s
+            .http
+            .get(format!("{}/v1/state", s.base_of(1)))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        st["active_region"] == WEST && st["plan"].is_null()
+    })
+    .await;
+    let st = s.state().await;
+    assert_eq!(st["epoch"], 1);
+    assert_eq!(st["transitions"].as_array().unwrap().len(), 1);
+    assert_moved_to_west(&s);
+}
+
+#[tokio::test]
 async fn an_unreachable_state_store_in_the_middle_of_a_plan_stops_every_replica() {
     let mut s = Stack::start(ha(2)).await;
     // The tag step's GET keeps timing out (1 s request timeout) for about 4.5 s, then answers.

@@ -41,6 +41,10 @@ pub(super) struct RawResponder {
     tick: String,
     #[serde(default = "d_request_timeout_in")]
     request_timeout: String,
+    #[serde(default = "d_header_timeout")]
+    header_timeout: String,
+    #[serde(default = "d_max_connections")]
+    max_connections: usize,
     #[serde(default)]
     alerts: RawAlerts,
     #[serde(default)]
@@ -245,6 +249,12 @@ fn d_tick() -> String {
 fn d_request_timeout_in() -> String {
     "10s".into()
 }
+fn d_header_timeout() -> String {
+    "10s".into()
+}
+fn d_max_connections() -> usize {
+    256
+}
 fn d_down_names() -> Vec<String> {
     vec!["DynamoDBRegionUnavailable".into()]
 }
@@ -300,9 +310,16 @@ pub struct ResponderConfig {
     pub admin_token: Secret,
     #[serde(with = "super::duration_text")]
     pub tick: Duration,
-    /// Bound on receiving one request, body included: cuts off slow-drip senders (408).
+    /// Time for a request's body to arrive (408 beyond), and for the state to be free to record
+    /// it (503 beyond).
     #[serde(with = "super::duration_text")]
     pub request_timeout: Duration,
+    /// Time to send a request's headers, counted from when the connection waits for a request
+    /// (so it also closes idle keep-alive connections).
+    #[serde(with = "super::duration_text")]
+    pub header_timeout: Duration,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
     pub alerts: AlertsConfig,
     pub policy: PolicyConfig,
     pub app: AppConfig,
@@ -534,6 +551,13 @@ impl RawResponder {
         )?;
         let tick = parse_duration("responder.tick", &self.tick)?;
         let request_timeout = parse_duration("responder.request_timeout", &self.request_timeout)?;
+        let header_timeout = parse_duration("responder.header_timeout", &self.header_timeout)?;
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(invalid(
+                "responder.max_connections",
+                "must be between 1 and 65536",
+            ));
+        }
 
         if self.alerts.region_down.is_empty()
             || self.alerts.region_down.iter().any(|n| n.is_empty())
@@ -706,6 +730,8 @@ impl RawResponder {
             admin_token,
             tick,
             request_timeout,
+            header_timeout,
+            max_connections: self.max_connections,
             alerts: AlertsConfig {
                 region_down: self.alerts.region_down,
                 region_label: self.alerts.region_label,

@@ -68,6 +68,9 @@ pub struct Submitted {
 pub enum SubmitError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Other events held the state for longer than the caller would wait; nothing was recorded.
+    #[error("the state is busy recording other events; nothing was recorded")]
+    Busy,
 }
 
 impl Engine {
@@ -277,6 +280,17 @@ impl Engine {
     /// Decides every event in order, stores the result once, then starts the effects. Answers the
     /// refusal reason of each event (None when accepted). Nothing is changed if storing fails.
     pub async fn submit(self: &Arc<Self>, events: &[Event]) -> Result<Submitted, SubmitError> {
+        self.submit_within(events, None).await
+    }
+
+    /// Like [`Engine::submit`], but gives up with [`SubmitError::Busy`] when the state has not
+    /// been free for `wait` (for callers that answer a client, which can then retry). Once the
+    /// store has been asked to save, the answer is awaited: the store's own timeout bounds it.
+    pub async fn submit_within(
+        self: &Arc<Self>,
+        events: &[Event],
+        wait: Option<Duration>,
+    ) -> Result<Submitted, SubmitError> {
         // Fast path for repeats and duplicates: alerts the latest stored state already accounts
         // for are durable already and change nothing. Alert records only move forward, so one
         // known to this snapshot is known to any newer state. (Time-based follow-ups are the
@@ -294,10 +308,13 @@ impl Engine {
         // accounts for these alerts they are answered at once, all together.
         let lock = self.current.lock();
         tokio::pin!(lock);
+        let give_up = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(365 * 24 * 3600)));
+        tokio::pin!(give_up);
         let mut cur = loop {
             tokio::select! {
                 biased;
                 guard = &mut lock => break guard,
+                _ = &mut give_up, if wait.is_some() => return Err(SubmitError::Busy),
                 changed = seen.changed() => {
                     if changed.is_err() {
                         break lock.await;

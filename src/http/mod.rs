@@ -13,6 +13,7 @@ use prometheus::Registry;
 use crate::probe::scheduler::LoopHealth;
 
 pub mod responder;
+pub mod serve;
 
 /// What the exporter's handlers read.
 #[derive(Clone)]

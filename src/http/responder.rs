@@ -1,13 +1,16 @@
 //! The responder's HTTP surface: the Alertmanager webhook (`POST /alerts`), the admin API under
-//! `/v1/`, and `/metrics`, `/healthz`, `/readyz`. Every refusal is answered before anything is
-//! recorded, with a reason in the body and no internals.
+//! `/v1/`, and `/metrics`, `/healthz`, `/readyz`. Every refusal is answered with a reason in the
+//! body and no internals: a missing or wrong token before any body byte is read, a bad body
+//! before anything is recorded, and a state that cannot record now with 503 and `Retry-After`
+//! (Alertmanager retries only 5xx).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +20,7 @@ use serde_json::json;
 
 use crate::alert::{self, Parsed};
 use crate::config::responder::AlertsConfig;
-use crate::failover::executor::Engine;
+use crate::failover::executor::{Engine, SubmitError, Submitted};
 use crate::failover::machine::Event;
 use crate::failover::machine::Refusal;
 use crate::failover::state::PlanStatus;
@@ -34,6 +37,11 @@ pub struct ResponderState {
     pub webhook_token: Secret,
     pub admin_token: Secret,
     pub regions: Arc<Vec<String>>,
+    /// Largest body accepted (413 beyond).
+    pub max_body: usize,
+    /// Time for a body to arrive (408 beyond), and for the state to be free to record (503
+    /// beyond).
+    pub request_timeout: Duration,
 }
 
 /// An API refusal: status, a stable error code and a human reason.
@@ -42,6 +50,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     reason: String,
+    /// Seconds after which a retry may succeed (503).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -50,6 +60,7 @@ impl ApiError {
             status,
             code,
             reason: reason.into(),
+            retry_after: None,
         }
     }
 }
@@ -67,40 +78,46 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         r
     }
 }
 
-pub fn router(state: ResponderState, max_body: usize, request_timeout: Duration) -> Router {
-    Router::new()
+pub fn router(state: ResponderState) -> Router<()> {
+    let webhook = Router::new()
         .route("/alerts", post(webhook))
+        .route_layer(middleware::from_fn_with_state(state.clone(), webhook_auth));
+    let admin = Router::new()
         .route("/v1/state", get(get_state))
-        .route("/v1/active-region", get(active_region))
         .route("/v1/failover", post(failover))
         .route("/v1/failback", post(failback))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
+    Router::new()
+        .merge(webhook)
+        .merge(admin)
+        .route("/v1/active-region", get(active_region))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(max_body))
-        // Cuts off slow-drip bodies and stuck clients.
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
         .layer(axum::middleware::map_response(close_if_body_unread))
         .with_state(state)
 }
 
-/// A refusal sent before the whole body was read (too large, too slow)
-/// leaves bytes on the wire, so the connection cannot carry another
-/// request: say so, or a pooling client sends its next request into a
-/// socket the server is about to close.
+/// A refusal sent before the whole body was read (no token, wrong type, too large, too slow)
+/// leaves bytes on the wire, so the connection cannot carry another request: say so, or a
+/// pooling client sends its next request into a socket the server is about to close.
 async fn close_if_body_unread(mut r: Response) -> Response {
     if matches!(
         r.status(),
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        StatusCode::UNAUTHORIZED
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_TIMEOUT
     ) {
         r.headers_mut().insert(
             header::CONNECTION,
@@ -133,6 +150,26 @@ fn authorize(headers: &HeaderMap, token: &Secret) -> Result<(), ApiError> {
     }
 }
 
+/// The webhook token, checked from the headers alone: a request without it is answered before
+/// any of its body is read.
+async fn webhook_auth(State(s): State<ResponderState>, req: Request, next: Next) -> Response {
+    match authorize(req.headers(), &s.webhook_token) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            s.metrics.webhook(WebhookResult::Unauthorized);
+            e.into_response()
+        }
+    }
+}
+
+/// The admin token, checked the same way.
+async fn admin_auth(State(s): State<ResponderState>, req: Request, next: Next) -> Response {
+    match authorize(req.headers(), &s.admin_token) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
 fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -150,31 +187,114 @@ fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn webhook(
-    State(s): State<ResponderState>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let count = |r: WebhookResult| s.metrics.webhook(r);
-    if let Err(e) = authorize(&headers, &s.webhook_token) {
-        count(WebhookResult::Unauthorized);
-        return e.into_response();
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    Slow,
+    Broken(String),
+}
+
+impl BodyError {
+    fn result(&self) -> WebhookResult {
+        match self {
+            BodyError::TooLarge => WebhookResult::TooLarge,
+            BodyError::Slow => WebhookResult::BodyTimeout,
+            BodyError::Broken(_) => WebhookResult::BadRequest,
+        }
     }
+
+    fn into_api(self, s: &ResponderState) -> ApiError {
+        match self {
+            BodyError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is over the size limit of {} bytes", s.max_body),
+            ),
+            BodyError::Slow => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {}",
+                    crate::config::fmt_duration(s.request_timeout)
+                ),
+            ),
+            BodyError::Broken(why) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", why),
+        }
+    }
+}
+
+/// Reads a body of at most `max_body` bytes within the request timeout; a declared length over
+/// the limit is refused without reading.
+async fn read_body(
+    s: &ResponderState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.max_body as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(s.request_timeout, axum::body::to_bytes(body, s.max_body)).await {
+        Err(_) => Err(BodyError::Slow),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(BodyError::TooLarge);
+                }
+                source = err.source();
+            }
+            Err(BodyError::Broken(format!(
+                "the body could not be read: {e}"
+            )))
+        }
+    }
+}
+
+/// Records events for a client: waits for the state at most the request timeout. Every failure
+/// is a 503 with `Retry-After`: nothing is known to be stored, and a retry is recognised if it
+/// was.
+async fn record(
+    s: &ResponderState,
+    events: &[Event],
+) -> Result<Submitted, (WebhookResult, ApiError)> {
+    s.engine
+        .submit_within(events, Some(s.request_timeout))
+        .await
+        .map_err(|e| {
+            let (result, code, secs) = match &e {
+                SubmitError::Busy => (WebhookResult::Busy, "busy", 1),
+                SubmitError::Store(_) => (WebhookResult::Unavailable, "unavailable", 5),
+            };
+            tracing::error!(error = %e, "cannot record now; the client may retry");
+            let mut api = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                match e {
+                    SubmitError::Busy => "the state is busy; retry shortly",
+                    SubmitError::Store(_) => "the state store cannot record the event now",
+                },
+            );
+            api.retry_after = Some(secs);
+            (result, api)
+        })
+}
+
+async fn webhook(State(s): State<ResponderState>, headers: HeaderMap, body: Body) -> Response {
+    let count = |r: WebhookResult| s.metrics.webhook(r);
     if let Err(e) = json_content(&headers) {
         count(WebhookResult::UnsupportedMediaType);
         return e.into_response();
     }
-    let body = match body {
+    let body = match read_body(&s, &headers, body).await {
         Ok(b) => b,
-        Err(rej) => {
-            let status = rej.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                count(WebhookResult::TooLarge);
-                return ApiError::new(status, "too_large", "the body is over the size limit")
-                    .into_response();
-            }
-            count(WebhookResult::BadRequest);
-            return ApiError::new(status, "bad_request", rej.body_text()).into_response();
+        Err(e) => {
+            count(e.result());
+            return e.into_api(&s).into_response();
         }
     };
     let parsed = alert::parse(&body)
@@ -195,7 +315,7 @@ async fn webhook(
         tracing::warn!(truncated = parsed.truncated,
             "Alertmanager truncated this group; the missing alerts arrive with the next notification");
     }
-    match s.engine.submit(&parsed.events).await {
+    match record(&s, &parsed.events).await {
         Ok(done) => {
             count(WebhookResult::Accepted);
             if done.changed {
@@ -217,15 +337,9 @@ async fn webhook(
             )
                 .into_response()
         }
-        Err(e) => {
-            count(WebhookResult::Unavailable);
-            tracing::error!(error = %e, "cannot record webhook events; Alertmanager will retry");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the state store cannot record the event now",
-            )
-            .into_response()
+        Err((result, e)) => {
+            count(result);
+            e.into_response()
         }
     }
 }
@@ -239,11 +353,7 @@ fn payload_status(p: &Parsed) -> String {
     format!("{firing} firing, {} resolved", p.events.len() - firing)
 }
 
-async fn get_state(
-    State(s): State<ResponderState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&headers, &s.admin_token)?;
+async fn get_state(State(s): State<ResponderState>) -> Result<Response, ApiError> {
     let st = s.engine.snapshot();
     let phase = match &st.plan {
         None if st.paused => "paused",
@@ -286,18 +396,9 @@ struct FailoverBody {
 }
 
 async fn operator(s: &ResponderState, event: Event) -> Result<Response, ApiError> {
-    let answers = s
-        .engine
-        .submit(std::slice::from_ref(&event))
+    let answers = record(s, std::slice::from_ref(&event))
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot record an operator request");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the state store cannot record the request now",
-            )
-        })?;
+        .map_err(|(_, e)| e)?;
     if let Some(Some(refusal)) = answers.refusals.first() {
         let status = match refusal {
             Refusal::UnknownRegion(_) => StatusCode::BAD_REQUEST,
@@ -325,10 +426,12 @@ async fn operator(s: &ResponderState, event: Event) -> Result<Response, ApiError
 async fn failover(
     State(s): State<ResponderState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&headers, &s.admin_token)?;
     json_content(&headers)?;
+    let body = read_body(&s, &headers, body)
+        .await
+        .map_err(|e| e.into_api(&s))?;
     let to = parse_failover_body(&body)
         .map_err(|reason| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", reason))?;
     operator(&s, Event::Failover { to }).await
@@ -344,21 +447,15 @@ pub fn parse_failover_body(body: &[u8]) -> Result<String, String> {
     Ok(b.to)
 }
 
-async fn failback(
-    State(s): State<ResponderState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&headers, &s.admin_token)?;
+async fn failback(State(s): State<ResponderState>) -> Result<Response, ApiError> {
     operator(&s, Event::Failback).await
 }
 
-async fn pause(State(s): State<ResponderState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&headers, &s.admin_token)?;
+async fn pause(State(s): State<ResponderState>) -> Result<Response, ApiError> {
     operator(&s, Event::Pause).await
 }
 
-async fn resume(State(s): State<ResponderState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&headers, &s.admin_token)?;
+async fn resume(State(s): State<ResponderState>) -> Result<Response, ApiError> {
     operator(&s, Event::Resume).await
 }
 

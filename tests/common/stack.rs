@@ -108,6 +108,8 @@ pub struct Knobs {
     /// Each replica reaches the state store through its own [`Proxy`] (`Stack::proxies`), so a
     /// test can slow or cut one replica's path.
     pub store_proxies: bool,
+    pub header_timeout: &'static str,
+    pub max_connections: usize,
 }
 
 impl Default for Knobs {
@@ -123,6 +125,8 @@ impl Default for Knobs {
             request_timeout: "10s",
             slow_first_reload: false,
             store_proxies: false,
+            header_timeout: "10s",
+            max_connections: 256,
         }
     }
 }
@@ -231,6 +235,8 @@ listen = "127.0.0.1:{exporter_port}"
 listen = "127.0.0.1:LISTEN_PORT"
 STATE_FILE_LINE
 request_timeout = "{request_timeout}"
+header_timeout = "{header_timeout}"
+max_connections = {max_connections}
 webhook_token_file = "{dir}/webhook.token"
 admin_token_file = "{dir}/admin.token"
 public_url = "http://127.0.0.1:{port}"
@@ -287,6 +293,8 @@ webhook_url = "{notify}/hook"
             auto_failback = knobs.auto_failback,
             step_deadline = knobs.step_deadline,
             request_timeout = knobs.request_timeout,
+            header_timeout = knobs.header_timeout,
+            max_connections = knobs.max_connections,
             exporter_port = exporter_port,
             slow = if knobs.slow_first_reload {
                 format!(
@@ -624,6 +632,11 @@ pub async fn create_state_table(c: &aws_sdk_dynamodb::Client) {
 
 /// A webhook body in Alertmanager 0.25's shape for one region-down alert.
 pub fn alert_body(region: &str, firing: bool, starts_at: &str) -> String {
+    alert_body_with(region, &format!("fp-{region}"), firing, starts_at)
+}
+
+/// [`alert_body`] for an alert instance with its own fingerprint.
+pub fn alert_body_with(region: &str, fingerprint: &str, firing: bool, starts_at: &str) -> String {
     let status = if firing { "firing" } else { "resolved" };
     let ends = if firing {
         "0001-01-01T00:00:00Z".to_string()
@@ -640,7 +653,7 @@ pub fn alert_body(region: &str, firing: bool, starts_at: &str) -> String {
             "startsAt": starts_at,
             "endsAt": ends,
             "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=x",
-            "fingerprint": format!("fp-{region}"),
+            "fingerprint": fingerprint,
         }],
         "groupLabels": { "alertname": "DynamoDBRegionUnavailable", "region": region },
         "commonLabels": { "alertname": "DynamoDBRegionUnavailable", "region": region },
