@@ -76,6 +76,22 @@ pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
     Ok(p)
 }
 
+/// Longest fingerprint accepted (Alertmanager's are 16 hex digits).
+pub const MAX_FINGERPRINT: usize = 64;
+
+/// A 16-hex-digit fingerprint of a label set (FNV-1a over `name=value` pairs in name order), for
+/// senders that leave `fingerprint` out.
+fn label_fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([b'=']).chain(v.bytes()).chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
 /// Parses an RFC 3339 timestamp to milliseconds since the Unix epoch.
 pub fn rfc3339_ms(text: &str) -> Option<u64> {
     let t =
@@ -130,12 +146,17 @@ impl TryFrom<(&Payload, &AlertsConfig, &[String])> for Parsed {
                 continue;
             }
             let fingerprint = if a.fingerprint.is_empty() {
-                // Alertmanager always sends one; compute a stable stand-in from the labels.
-                a.labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                // Alertmanager always sends one; a stable stand-in from the labels, as short.
+                label_fingerprint(&a.labels)
+            } else if a.fingerprint.len() > MAX_FINGERPRINT {
+                return Err(PayloadError::Field {
+                    index,
+                    field: "fingerprint",
+                    problem: format!(
+                        "{} bytes long; Alertmanager's are 16 hex digits, at most {MAX_FINGERPRINT} are accepted",
+                        a.fingerprint.len()
+                    ),
+                });
             } else {
                 a.fingerprint.clone()
             };
@@ -161,6 +182,7 @@ mod tests {
         AlertsConfig {
             region_down: vec!["DynamoDBRegionUnavailable".into()],
             region_label: "region".into(),
+            firing_expiry: std::time::Duration::from_secs(1200),
         }
     }
 
@@ -235,5 +257,30 @@ mod tests {
         let p = parse(bad_time.as_bytes()).unwrap();
         let e = Parsed::try_from((&p, &cfg(), regions().as_slice())).unwrap_err();
         assert!(e.to_string().contains("alerts[0].startsAt"), "{e}");
+    }
+
+    #[test]
+    fn fingerprints_are_bounded_and_a_missing_one_is_a_short_stable_hash() {
+        let long = FIRING.replace("085e38554bedb1a6", &"f".repeat(MAX_FINGERPRINT + 1));
+        let p = parse(long.as_bytes()).unwrap();
+        let e = Parsed::try_from((&p, &cfg(), regions().as_slice())).unwrap_err();
+        assert!(e.to_string().contains("alerts[0].fingerprint"), "{e}");
+        let none = FIRING.replace(r#","fingerprint":"085e38554bedb1a6""#, "");
+        let fp = |body: &str| {
+            let p = parse(body.as_bytes()).unwrap();
+            match &Parsed::try_from((&p, &cfg(), regions().as_slice()))
+                .unwrap()
+                .events[0]
+            {
+                Event::Alert { fingerprint, .. } => fingerprint.clone(),
+                e => panic!("{e:?}"),
+            }
+        };
+        assert_eq!(fp(&none).len(), 16);
+        assert_eq!(fp(&none), fp(&none));
+        assert_ne!(
+            fp(&none),
+            fp(&none.replace("us-east-1\",\"action", "us-west-2\",\"action"))
+        );
     }
 }

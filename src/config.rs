@@ -35,6 +35,9 @@ pub enum ConfigError {
     Secret(String),
 }
 
+/// Regions one config may list (it bounds the responder's stored state, docs/runbook.md).
+pub const MAX_REGIONS: usize = 16;
+
 pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -249,6 +252,12 @@ impl RawConfig {
             return Err(invalid(
                 "region",
                 "at least one [[region]] is required (two or more for failover)",
+            ));
+        }
+        if self.regions.len() > MAX_REGIONS {
+            return Err(invalid(
+                "region",
+                format!("at most {MAX_REGIONS} [[region]]s are supported"),
             ));
         }
         let mut names = BTreeSet::new();

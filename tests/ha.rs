@@ -568,6 +568,41 @@ async fn a_slow_state_store_gets_503s_that_alertmanager_retries_and_each_deliver
 }
 
 #[tokio::test]
+async fn a_flood_of_distinct_alerts_keeps_the_stored_item_bounded_and_the_real_alert_moves_once() {
+    let s = Stack::start(ha(2)).await;
+    let leader = s.leader().await;
+    let took = s.flood(leader, WEST, T0).await;
+    println!("flood bodies answered in {took:?} ms");
+    let c = common::client("eu-west-1", &s.state_store.as_ref().unwrap().endpoint()).await;
+    let item = c
+        .get_item()
+        .table_name(STATE_TABLE)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("state".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let size = item["state"].as_s().unwrap().len();
+    println!("state item after the flood: {size} bytes");
+    assert!(size < 128 * 1024, "{size} bytes");
+    let st = s.state().await;
+    assert_eq!(
+        st["regions"][WEST]["down"], false,
+        "the resolved flood left west down"
+    );
+    assert_eq!(post_to(&s, leader, &alert_body(EAST, true, T0)).await, 200);
+    s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+    let st = s.state().await;
+    assert_eq!(st["epoch"], 1);
+    assert_eq!(st["transitions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn an_unreachable_state_store_in_the_middle_of_a_plan_stops_every_replica() {
     let mut s = Stack::start(ha(2)).await;
     // The tag step's GET keeps timing out (1 s request timeout) for about 4.5 s, then answers.

@@ -10,6 +10,7 @@ fn cfg() -> AlertsConfig {
     AlertsConfig {
         region_down: vec!["DynamoDBRegionUnavailable".into()],
         region_label: "region".into(),
+        firing_expiry: std::time::Duration::from_secs(1200),
     }
 }
 

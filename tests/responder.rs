@@ -767,3 +767,19 @@ async fn serve_runs_both_roles_in_one_process() {
     s.wait_steady_in(WEST, Duration::from_secs(20)).await;
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_flood_of_distinct_alerts_keeps_the_state_file_bounded_and_the_real_alert_moves_once() {
+    let s = Stack::start(Knobs::default()).await;
+    let took = s.flood(0, WEST, T0).await;
+    println!("flood bodies answered in {took:?} ms");
+    let size = std::fs::metadata(s.path("state.json")).unwrap().len();
+    println!("state file after the flood: {size} bytes");
+    assert!(size < 128 * 1024, "{size} bytes");
+    assert_eq!(s.state().await["regions"][WEST]["down"], false);
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+    let st = s.state().await;
+    assert_eq!(st["epoch"], 1);
+    assert_eq!(st["transitions"].as_array().unwrap().len(), 1);
+}

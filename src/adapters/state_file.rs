@@ -155,6 +155,7 @@ mod tests {
             auto_failback: true,
             retry_backoff_ms: 0,
             live_check_cooldown_ms: 0,
+            alert_expiry_ms: 1_200_000,
         }
     }
 

@@ -97,6 +97,8 @@ struct RawAlerts {
     region_down: Vec<String>,
     #[serde(default = "d_region_label")]
     region_label: String,
+    #[serde(default = "d_firing_expiry")]
+    firing_expiry: String,
 }
 
 impl Default for RawAlerts {
@@ -104,8 +106,13 @@ impl Default for RawAlerts {
         Self {
             region_down: d_down_names(),
             region_label: d_region_label(),
+            firing_expiry: d_firing_expiry(),
         }
     }
+}
+
+fn d_firing_expiry() -> String {
+    "20m".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +376,11 @@ impl StoreConfig {
 pub struct AlertsConfig {
     pub region_down: Vec<String>,
     pub region_label: String,
+    /// A firing alert not sent again for this long is treated as resolved. Alertmanager sends a
+    /// firing alert again every `repeat_interval` of its route (5 m in the shipped route): keep
+    /// this several times that.
+    #[serde(with = "super::duration_text")]
+    pub firing_expiry: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -475,6 +487,7 @@ impl ResponderConfig {
             auto_failback: self.policy.auto_failback,
             retry_backoff_ms: self.policy.retry_backoff.as_millis() as u64,
             live_check_cooldown_ms: self.policy.live_check_cooldown.as_millis() as u64,
+            alert_expiry_ms: self.alerts.firing_expiry.as_millis() as u64,
         }
     }
 }
@@ -565,6 +578,14 @@ impl RawResponder {
             return Err(invalid(
                 "responder.alerts.region_down",
                 "needs at least one alert name, none empty",
+            ));
+        }
+        let firing_expiry =
+            parse_duration("responder.alerts.firing_expiry", &self.alerts.firing_expiry)?;
+        if firing_expiry < Duration::from_secs(60) {
+            return Err(invalid(
+                "responder.alerts.firing_expiry",
+                "must be at least 1m (and several times the responder route's repeat_interval)",
             ));
         }
         if self.alerts.region_label.is_empty() {
@@ -735,6 +756,7 @@ impl RawResponder {
             alerts: AlertsConfig {
                 region_down: self.alerts.region_down,
                 region_label: self.alerts.region_label,
+                firing_expiry,
             },
             policy,
             app,

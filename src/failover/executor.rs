@@ -383,8 +383,12 @@ impl Engine {
     }
 
     fn changes_nothing(&self, events: &[Event]) -> bool {
+        let now = self.parts.clock.now_ms();
         let snap = self.published.borrow();
-        !events.is_empty() && events.iter().all(|e| is_known_alert(&snap, e))
+        !events.is_empty()
+            && events
+                .iter()
+                .all(|e| is_known_alert(&snap, e, now, &self.parts.policy))
     }
 
     fn observe(&self, s: &State) {

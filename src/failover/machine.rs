@@ -17,6 +17,24 @@ use super::state::{
 pub const HISTORY_LEN: usize = 50;
 /// Resolved alerts are forgotten this long after they resolved.
 const ALERT_MEMORY_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Alert instances kept per region, whatever is sent: past it the oldest resolved one is
+/// forgotten first, then the firing one not sent for longest. A region is down while any kept
+/// instance fires, so a flood of distinct instances changes nothing but what is remembered.
+pub const MAX_ALERTS_PER_REGION: usize = 16;
+/// Longest text from outside (a step's or live check's detail) kept in the state, in bytes.
+pub const MAX_TEXT: usize = 512;
+
+/// `text` cut to [`MAX_TEXT`] bytes at a character boundary, marked when cut.
+pub fn clip(text: &str) -> String {
+    if text.len() <= MAX_TEXT {
+        return text.to_string();
+    }
+    let mut end = MAX_TEXT - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
 
 /// The validated failover policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +50,20 @@ pub struct Policy {
     pub retry_backoff_ms: u64,
     /// A region that failed its live check is not chosen again for this long.
     pub live_check_cooldown_ms: u64,
+    /// A firing alert that Alertmanager has not sent again for this long is treated as resolved
+    /// (a lost `resolved` must not pin a region down forever).
+    pub alert_expiry_ms: u64,
 }
 
 impl Policy {
     pub fn home(&self) -> &str {
         &self.regions[0]
+    }
+
+    /// A repeat of a firing alert is written (to refresh when it was last sent) at most this
+    /// often; repeats in between change nothing and need no write.
+    fn refresh_after_ms(&self) -> u64 {
+        self.alert_expiry_ms / 4
     }
 
     fn rank(&self, region: &str) -> usize {
@@ -188,11 +215,44 @@ pub enum Refusal {
     AlreadyThere(String),
 }
 
+/// How an alert event relates to what the state remembers of its instance.
+enum Seen {
+    /// Unknown, or news (a new episode, a change of status, an expired instance firing again).
+    New,
+    /// A late copy of an older episode, or a firing overtaken by its resolved: ignored.
+    Stale,
+    /// The same as remembered; `refresh` when a firing one's last sighting should be recorded.
+    Repeat { refresh: bool },
+}
+
+fn seen(
+    s: &State,
+    fingerprint: &str,
+    region: &str,
+    firing: bool,
+    starts: u64,
+    now: u64,
+    p: &Policy,
+) -> Seen {
+    let Some(a) = s.alerts.get(fingerprint) else {
+        return Seen::New;
+    };
+    if a.starts_at_ms > starts || (a.starts_at_ms == starts && !a.firing && !a.expired && firing) {
+        return Seen::Stale;
+    }
+    if a.starts_at_ms == starts && a.firing == firing && a.region == region {
+        return Seen::Repeat {
+            refresh: firing && now.saturating_sub(a.seen_ms) >= p.refresh_after_ms(),
+        };
+    }
+    Seen::New
+}
+
 /// True when `event` is an alert the state already accounts for: a duplicate, a repeat, a late
 /// copy of an older episode, a firing overtaken by its resolved, or an unknown region. Applying it
-/// changes nothing, so it needs no write. (Kept in step with the alert arm of `apply`; a test
-/// checks the two agree.)
-pub fn is_known_alert(s: &State, event: &Event) -> bool {
+/// changes nothing, so it needs no write. (It reads the same [`seen`] as `apply`; a test checks
+/// the two agree.)
+pub fn is_known_alert(s: &State, event: &Event, now: u64, policy: &Policy) -> bool {
     let Event::Alert {
         fingerprint,
         region,
@@ -205,11 +265,27 @@ pub fn is_known_alert(s: &State, event: &Event) -> bool {
     if !s.health.contains_key(region) {
         return true;
     }
-    s.alerts.get(fingerprint).is_some_and(|a| {
-        a.starts_at_ms > *starts_at_ms
-            || (a.starts_at_ms == *starts_at_ms
-                && ((!a.firing && *firing) || (a.firing == *firing && a.region == *region)))
-    })
+    match seen(s, fingerprint, region, *firing, *starts_at_ms, now, policy) {
+        Seen::Stale | Seen::Repeat { refresh: false } => true,
+        Seen::New | Seen::Repeat { refresh: true } => false,
+    }
+}
+
+/// Keeps at most [`MAX_ALERTS_PER_REGION`] instances of `region`.
+fn bound_alerts(s: &mut State, region: &str) {
+    while s.alerts.values().filter(|a| a.region == region).count() > MAX_ALERTS_PER_REGION {
+        let victim = s
+            .alerts
+            .iter()
+            .filter(|(_, a)| a.region == region)
+            .min_by_key(|(fp, a)| {
+                let last = if a.firing { a.seen_ms } else { a.updated_ms };
+                (a.firing, last, fp.as_str())
+            })
+            .map(|(fp, _)| fp.clone())
+            .expect("more than the bound, so not empty");
+        s.alerts.remove(&victim);
+    }
 }
 
 /// A configured step as a plan records it: its unique name (e.g. `load_balancer:<id>`) and kind.
@@ -263,27 +339,27 @@ fn apply(
             if !s.health.contains_key(region) {
                 return Ok(()); // unknown regions are reported by the caller and change nothing
             }
-            let stale = s.alerts.get(fingerprint).is_some_and(|a| {
-                a.starts_at_ms > *starts_at_ms
-                    // A resolved that overtook its firing: the late firing is not news.
-                    || (a.starts_at_ms == *starts_at_ms && !a.firing && *firing)
-            });
-            if stale {
-                return Ok(());
-            }
-            let same = s.alerts.get(fingerprint).is_some_and(|a| {
-                a.starts_at_ms == *starts_at_ms && a.firing == *firing && a.region == *region
-            });
-            if !same {
-                s.alerts.insert(
-                    fingerprint.clone(),
-                    AlertInstance {
-                        region: region.clone(),
-                        starts_at_ms: *starts_at_ms,
-                        firing: *firing,
-                        updated_ms: now,
-                    },
-                );
+            match seen(s, fingerprint, region, *firing, *starts_at_ms, now, policy) {
+                Seen::Stale | Seen::Repeat { refresh: false } => return Ok(()),
+                Seen::Repeat { refresh: true } => {
+                    if let Some(a) = s.alerts.get_mut(fingerprint) {
+                        a.seen_ms = now;
+                    }
+                }
+                Seen::New => {
+                    s.alerts.insert(
+                        fingerprint.clone(),
+                        AlertInstance {
+                            region: region.clone(),
+                            starts_at_ms: *starts_at_ms,
+                            firing: *firing,
+                            updated_ms: now,
+                            seen_ms: now,
+                            expired: false,
+                        },
+                    );
+                    bound_alerts(s, region);
+                }
             }
             refresh_health(s, now);
             Ok(())
@@ -291,6 +367,18 @@ fn apply(
         Event::Tick => {
             s.alerts
                 .retain(|_, a| a.firing || now.saturating_sub(a.updated_ms) < ALERT_MEMORY_MS);
+            let mut expired = false;
+            for a in s.alerts.values_mut() {
+                if a.firing && now.saturating_sub(a.seen_ms) >= policy.alert_expiry_ms {
+                    a.firing = false;
+                    a.expired = true;
+                    a.updated_ms = now;
+                    expired = true;
+                }
+            }
+            if expired {
+                refresh_health(s, now);
+            }
             for h in s.health.values_mut() {
                 if h.live_failed_ms
                     .is_some_and(|t| now.saturating_sub(t) >= policy.live_check_cooldown_ms)
@@ -354,10 +442,11 @@ fn apply(
                         Some(plan.from.clone()),
                         Some(plan.to.clone()),
                         format!(
-                            "{} to {} dropped: the live check of {} failed ({detail})",
+                            "{} to {} dropped: the live check of {} failed ({})",
                             kind_word(plan.kind),
                             plan.to,
-                            plan.to
+                            plan.to,
+                            clip(detail)
                         ),
                     ),
                     plan.trigger,
@@ -378,7 +467,7 @@ fn apply(
             }
             let step = &mut plan.steps[*index];
             step.done = true;
-            step.detail = Some(detail.clone());
+            step.detail = Some(clip(detail));
             if step.kind.moves_the_application() {
                 s.app_region = plan.to.clone();
             }
@@ -401,7 +490,7 @@ fn apply(
             }
             plan.status = PlanStatus::Failed;
             plan.failed_ms = Some(now);
-            let msg = format!("step {} failed: {detail}", plan.steps[*index].name);
+            let msg = format!("step {} failed: {}", plan.steps[*index].name, clip(detail));
             plan.last_error = Some(msg.clone());
             let mut n = triggered(
                 notice(

@@ -13,12 +13,17 @@ use super::machine::Policy;
 ///
 /// - 1: the first release.
 /// - 2: every plan step carries its [`StepKind`].
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: every alert instance records when Alertmanager last sent it (`seen_ms`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Reads a stored state body written with `schema` (this build's or an older one it can migrate).
 pub fn decode(schema: u64, mut body: serde_json::Value) -> Result<State, String> {
     match schema {
-        1 => migrate_v1(&mut body),
+        1 => {
+            migrate_v1(&mut body);
+            migrate_v2(&mut body);
+        }
+        2 => migrate_v2(&mut body),
         s if s == u64::from(SCHEMA_VERSION) => {}
         s => {
             return Err(format!(
@@ -50,6 +55,16 @@ fn migrate_v1(body: &mut serde_json::Value) {
             "app_config"
         };
         step["kind"] = serde_json::Value::String(kind.into());
+    }
+}
+
+/// Version 2 did not record when an alert was last sent; its last change stands in.
+fn migrate_v2(body: &mut serde_json::Value) {
+    let Some(alerts) = body.get_mut("alerts").and_then(|a| a.as_object_mut()) else {
+        return;
+    };
+    for a in alerts.values_mut() {
+        a["seen_ms"] = a["updated_ms"].clone();
     }
 }
 
@@ -119,7 +134,16 @@ pub struct AlertInstance {
     pub region: String,
     pub starts_at_ms: u64,
     pub firing: bool,
+    /// When this record last changed.
     pub updated_ms: u64,
+    /// When Alertmanager last sent it (refreshed at most every quarter of the firing expiry, so
+    /// repeats stay writeless): a firing alert not sent again within the expiry is treated as
+    /// resolved.
+    pub seen_ms: u64,
+    /// Set when the instance was treated as resolved because it was not sent again in time
+    /// (unlike a resolved Alertmanager sent, a later firing copy revives it).
+    #[serde(default)]
+    pub expired: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -419,6 +419,31 @@ webhook_url = "{notify}/hook"
         .await;
     }
 
+    /// Sends replica `i` a flood of 20,000 distinct instances of the region-down alert for
+    /// `region` (10 bodies of 2,000), firing and then resolved; answers each body's answer time
+    /// in ms.
+    pub async fn flood(&self, i: usize, region: &str, starts_at: &str) -> Vec<u128> {
+        let mut took = Vec::new();
+        for firing in [true, false] {
+            for b in 0..10 {
+                let body = flood_body(region, b * 2000, 2000, firing, starts_at);
+                let started = std::time::Instant::now();
+                let r = self
+                    .http
+                    .post(format!("{}/alerts", self.base_of(i)))
+                    .bearer_auth(WEBHOOK_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+                took.push(started.elapsed().as_millis());
+            }
+        }
+        took
+    }
+
     /// kill -9.
     pub async fn kill(&mut self) {
         self.kill_replica(0).await;
@@ -662,6 +687,37 @@ pub fn alert_body_with(region: &str, fingerprint: &str, firing: bool, starts_at:
         "version": "4",
         "groupKey": format!("{{}}:{{alertname=\"DynamoDBRegionUnavailable\", region=\"{region}\"}}"),
         "truncatedAlerts": 0
+    })
+    .to_string()
+}
+
+/// One Alertmanager body carrying `count` distinct instances of the region-down alert for
+/// `region` (fingerprints `flood-<first>`..), as a flood from a sender holding the webhook token.
+pub fn flood_body(
+    region: &str,
+    first: usize,
+    count: usize,
+    firing: bool,
+    starts_at: &str,
+) -> String {
+    let status = if firing { "firing" } else { "resolved" };
+    let alerts: Vec<Value> = (first..first + count)
+        .map(|i| {
+            json!({
+                "status": status,
+                "labels": { "alertname": "DynamoDBRegionUnavailable", "region": region, "instance": format!("i-{i}") },
+                "annotations": {},
+                "startsAt": starts_at,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": format!("flood-{i:08}"),
+            })
+        })
+        .collect();
+    json!({
+        "receiver": "dynamo-failover", "status": status, "alerts": alerts,
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "", "version": "4", "groupKey": "flood", "truncatedAlerts": 0
     })
     .to_string()
 }

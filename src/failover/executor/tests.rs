@@ -149,6 +149,7 @@ fn policy() -> Policy {
         auto_failback: true,
         retry_backoff_ms: 60_000,
         live_check_cooldown_ms: 60_000,
+        alert_expiry_ms: 1_200_000,
     }
 }
 

@@ -13,6 +13,7 @@ fn policy() -> Policy {
         auto_failback: true,
         retry_backoff_ms: 30_000,
         live_check_cooldown_ms: MIN,
+        alert_expiry_ms: 20 * MIN,
     }
 }
 
@@ -522,6 +523,14 @@ fn the_known_alert_shortcut_agrees_with_decide() {
         paused(),
         blocked(),
         feed(steady_home(), &[resolve("a")], NOW),
+        // Fired long ago: a repeat now refreshes when it was last sent.
+        feed(steady_home(), &[fire("a")], NOW - 10 * MIN),
+        // Expired: a firing copy revives it.
+        feed(
+            feed(steady_home(), &[fire("a")], NOW - 30 * MIN),
+            &[Event::Tick],
+            NOW - MIN,
+        ),
     ];
     let mut events = Vec::new();
     for region in ["a", "b", "c", "mars"] {
@@ -540,7 +549,7 @@ fn the_known_alert_shortcut_agrees_with_decide() {
     }
     for s in &states {
         for e in &events {
-            if is_known_alert(s, e) {
+            if is_known_alert(s, e, NOW, &policy()) {
                 let mut probe = s.clone();
                 let mut fx = Vec::new();
                 apply(&mut probe, e, NOW, &policy(), &steps(), &mut fx).unwrap();
@@ -550,8 +559,8 @@ fn the_known_alert_shortcut_agrees_with_decide() {
         }
     }
     // And it does recognise the common case.
-    assert!(is_known_alert(&checking(), &fire("a")));
-    assert!(!is_known_alert(&steady_home(), &fire("a")));
+    assert!(is_known_alert(&checking(), &fire("a"), NOW, &policy()));
+    assert!(!is_known_alert(&steady_home(), &fire("a"), NOW, &policy()));
 }
 
 #[test]
@@ -719,4 +728,193 @@ fn adopting_a_new_region_list_keeps_known_health() {
     let s = s.adopt(&p, NOW);
     assert!(s.health["b"].down);
     assert!(s.health.contains_key("d") && !s.health.contains_key("c"));
+}
+
+fn alert(fp: String, region: &str, firing: bool, starts_at_ms: u64) -> Event {
+    Event::Alert {
+        fingerprint: fp,
+        region: region.into(),
+        firing,
+        starts_at_ms,
+    }
+}
+
+#[test]
+fn a_flood_of_distinct_alerts_keeps_the_bound_and_the_region_down_until_every_one_resolves() {
+    let mut s = steady_home();
+    for i in 0..20_000 {
+        s = run(&s, alert(format!("flood-{i}"), "b", true, 100), NOW).state;
+    }
+    let kept = |s: &State| s.alerts.values().filter(|a| a.region == "b").count();
+    assert_eq!(kept(&s), MAX_ALERTS_PER_REGION);
+    assert!(s.health["b"].down);
+    assert!(s.plan.is_none(), "b is not where traffic is");
+    for i in 0..20_000 {
+        s = run(&s, alert(format!("flood-{i}"), "b", false, 100), NOW + 1).state;
+    }
+    assert!(kept(&s) <= MAX_ALERTS_PER_REGION);
+    assert!(
+        !s.health["b"].down,
+        "b stays down after every instance resolved"
+    );
+    // And the real alert still moves traffic, once.
+    let d = run(&s, fire("a"), NOW + 2);
+    assert_eq!(d.state.plan.as_ref().map(|p| p.to.as_str()), Some("b"));
+}
+
+#[test]
+fn a_firing_alert_not_sent_again_within_the_expiry_counts_as_resolved_until_it_is_sent() {
+    let expiry = policy().alert_expiry_ms;
+    let s = feed(steady_home(), &[fire("b")], NOW);
+    assert!(s.health["b"].down);
+    let s = feed(s, &[Event::Tick], NOW + expiry - 1);
+    assert!(s.health["b"].down, "expired too early");
+    let s = feed(s, &[Event::Tick], NOW + expiry);
+    assert!(!s.health["b"].down, "a lost resolved pins b down");
+    assert!(s.alerts["f-b"].expired);
+    // Alertmanager sends it again (same episode): b is down again.
+    let s = feed(s, &[fire("b")], NOW + expiry + 1000);
+    assert!(s.health["b"].down);
+    // A resolved that overtook its firing still wins over the late firing.
+    let s = feed(s, &[resolve("b"), fire("b")], NOW + expiry + 2000);
+    assert!(!s.health["b"].down);
+}
+
+#[test]
+fn repeats_are_written_at_most_every_quarter_of_the_expiry_and_keep_the_alert_alive() {
+    let p = policy();
+    let quarter = p.alert_expiry_ms / 4;
+    let s = feed(steady_home(), &[fire("b")], NOW);
+    assert!(is_known_alert(&s, &fire("b"), NOW + quarter - 1, &p));
+    assert_eq!(run(&s, fire("b"), NOW + quarter - 1).state, s);
+    assert!(!is_known_alert(&s, &fire("b"), NOW + quarter, &p));
+    let s = run(&s, fire("b"), NOW + quarter).state;
+    assert_eq!(s.alerts["f-b"].seen_ms, NOW + quarter);
+    // Refreshed: it outlives the first expiry.
+    let s = feed(s, &[Event::Tick], NOW + p.alert_expiry_ms + 1);
+    assert!(s.health["b"].down);
+}
+
+/// The worst case the runbook documents: every bound filled with the longest values the config
+/// and the parsers allow.
+#[test]
+fn the_stored_state_stays_under_128_kib_whatever_is_sent() {
+    let regions: Vec<String> = (0..crate::config::MAX_REGIONS)
+        .map(|i| format!("{i:02}-{}", "r".repeat(61)))
+        .collect();
+    let p = Policy {
+        regions: regions.clone(),
+        ..policy()
+    };
+    let long = "x".repeat(10_000);
+    let steps: Vec<StepSpec> = (0..20)
+        .map(|i| StepSpec {
+            name: format!("load_balancer:{i:02}{}", "l".repeat(60)),
+            kind: StepKind::LoadBalancer,
+        })
+        .collect();
+    let mut s = State::initial(&p, NOW);
+    for (ri, r) in regions.iter().enumerate() {
+        for i in 0..100 {
+            let fp = format!(
+                "{ri:02}{i:04}{}",
+                "f".repeat(crate::alert::MAX_FINGERPRINT - 6)
+            );
+            s = decide(&s, &alert(fp, r, i % 2 == 0, 100 + i), NOW, &p, &steps).state;
+        }
+    }
+    // Fifty transitions whose steps and live checks all said the most they may.
+    let (a, b) = (&regions[0], &regions[1]);
+    for k in 0..60u64 {
+        let t = NOW + k * 1000;
+        let (down, up) = if k % 2 == 0 { (a, b) } else { (b, a) };
+        s = decide(&s, &Event::Failover { to: up.clone() }, t, &p, &steps).state;
+        let _ = down;
+        let epoch = s.epoch;
+        s = decide(
+            &s,
+            &Event::LiveCheck {
+                epoch,
+                ok: true,
+                detail: long.clone(),
+            },
+            t,
+            &p,
+            &steps,
+        )
+        .state;
+        for index in 0..steps.len() {
+            s = decide(
+                &s,
+                &Event::StepDone {
+                    epoch,
+                    index,
+                    detail: long.clone(),
+                },
+                t,
+                &p,
+                &steps,
+            )
+            .state;
+        }
+    }
+    // And a plan left failed, with every step's detail filled.
+    s = decide(
+        &s,
+        &Event::Failover {
+            to: regions[2].clone(),
+        },
+        NOW,
+        &p,
+        &steps,
+    )
+    .state;
+    let epoch = s.epoch;
+    s = decide(
+        &s,
+        &Event::LiveCheck {
+            epoch,
+            ok: true,
+            detail: long.clone(),
+        },
+        NOW,
+        &p,
+        &steps,
+    )
+    .state;
+    for index in 0..steps.len() - 1 {
+        s = decide(
+            &s,
+            &Event::StepDone {
+                epoch,
+                index,
+                detail: long.clone(),
+            },
+            NOW,
+            &p,
+            &steps,
+        )
+        .state;
+    }
+    s = decide(
+        &s,
+        &Event::StepFailed {
+            epoch,
+            index: steps.len() - 1,
+            detail: long.clone(),
+        },
+        NOW,
+        &p,
+        &steps,
+    )
+    .state;
+    assert_eq!(s.history.len(), HISTORY_LEN);
+    assert!(s.plan.is_some());
+    let size = serde_json::to_vec(&s).unwrap().len();
+    println!(
+        "worst-case state: {size} bytes, {} alerts, {} transitions",
+        s.alerts.len(),
+        s.history.len()
+    );
+    assert!(size < 128 * 1024, "{size} bytes");
 }
