@@ -634,7 +634,9 @@ mod shipped_files {
     #[test]
     fn the_shipped_example_and_demo_configs_are_valid() {
         // Secrets are files or environment variables on the target machine; stand in for them.
-        let stand_in = |_: &str, _: Option<&str>, _: &str| Ok(crate::secret::Secret::new("x"));
+        let stand_in = |key: &str, _: Option<&str>, _: &str| {
+            Ok(crate::secret::Secret::new(format!("stand-in-for-{key}")))
+        };
         for (name, text) in [
             (
                 "config/example.toml",

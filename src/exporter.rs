@@ -7,14 +7,15 @@ use anyhow::Context;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
+use crate::aws;
 use crate::config::Config;
 use crate::http::{exporter_router, ExporterState};
 use crate::metrics::{register_common, ProbeMetrics};
-use crate::probe::{client, scheduler, Operation};
+use crate::probe::{scheduler, Operation};
 use crate::shutdown::Shutdown;
 
 /// Runs the exporter on `listener` until `shutdown` fires. `shared` carries the AWS credentials
-/// (from [`client::load_shared`] in production, static ones in tests).
+/// (from [`aws::load_shared`] in production, static ones in tests).
 pub async fn run(
     config: Config,
     shared: aws_config::SdkConfig,
@@ -43,7 +44,12 @@ pub async fn run(
     let clients: HashMap<String, aws_sdk_dynamodb::Client> = config
         .regions
         .iter()
-        .map(|r| (r.name.clone(), client::build(&shared, r, &config.prober)))
+        .map(|r| {
+            (
+                r.name.clone(),
+                aws::probe_client(&shared, r, &config.prober),
+            )
+        })
         .collect();
     let (tasks, health) = scheduler::spawn(&config, &clients, metrics, shutdown.clone());
     tracing::info!(

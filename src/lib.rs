@@ -24,6 +24,7 @@
 
 pub mod adapters;
 pub mod alert;
+pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod exporter;

@@ -63,6 +63,13 @@ enum Command {
     Pause(ClientArgs),
     /// Resume automatic moves.
     Resume(ClientArgs),
+    /// Record that traffic is in REGION when no state is stored (the state was lost while traffic
+    /// was away from home); the responder refuses to start until the placement is adopted.
+    Adopt {
+        /// The region traffic is in now.
+        #[arg(long)]
+        region: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -102,6 +109,12 @@ fn main() -> ExitCode {
         Command::Failback(c) => run(client::call(config, c.url, client::Action::Failback)),
         Command::Pause(c) => run(client::call(config, c.url, client::Action::Pause)),
         Command::Resume(c) => run(client::call(config, c.url, client::Action::Resume)),
+        Command::Adopt { region } => run(async move {
+            let shared = dynamo_failover::aws::load_shared().await;
+            let said = dynamo_failover::responder::adopt(&config, &shared, &region).await?;
+            println!("{said}");
+            Ok(())
+        }),
     }
 }
 
@@ -142,7 +155,7 @@ async fn run_exporter(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.exporter.listen)
         .await
         .with_context(|| format!("binding exporter.listen {}", config.exporter.listen))?;
-    let shared = dynamo_failover::probe::client::load_shared().await;
+    let shared = dynamo_failover::aws::load_shared().await;
     let (trigger, stop) = shutdown::channel();
     fire_on_signal(std::sync::Arc::new(trigger));
     dynamo_failover::exporter::run(config, shared, listener, stop).await
@@ -161,14 +174,9 @@ async fn check_state_table(config: Config) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    let shared = dynamo_failover::probe::client::load_shared().await;
-    let mut b = aws_sdk_dynamodb::config::Builder::from(&shared)
-        .region(aws_sdk_dynamodb::config::Region::new(region.clone()));
-    if let Some(ep) = endpoint {
-        b = b.endpoint_url(ep);
-    }
+    let shared = dynamo_failover::aws::load_shared().await;
     let store = dynamo_failover::adapters::state_dynamodb::DynamoStore::new(
-        aws_sdk_dynamodb::Client::from_conf(b.build()),
+        dynamo_failover::aws::state_client(&shared, region, endpoint.as_deref(), *timeout),
         table,
         *timeout,
     );
@@ -189,7 +197,7 @@ async fn run_responder(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(r.listen)
         .await
         .with_context(|| format!("binding responder.listen {}", r.listen))?;
-    let shared = dynamo_failover::probe::client::load_shared().await;
+    let shared = dynamo_failover::aws::load_shared().await;
     let (trigger, stop) = shutdown::channel();
     fire_on_signal(std::sync::Arc::new(trigger));
     dynamo_failover::responder::run(config, shared, listener, stop).await
@@ -208,7 +216,7 @@ async fn run_both(config: Config) -> anyhow::Result<()> {
     let exp_listener = tokio::net::TcpListener::bind(config.exporter.listen)
         .await
         .with_context(|| format!("binding exporter.listen {}", config.exporter.listen))?;
-    let shared = dynamo_failover::probe::client::load_shared().await;
+    let shared = dynamo_failover::aws::load_shared().await;
     let (trigger, stop) = shutdown::channel();
     let trigger = std::sync::Arc::new(trigger);
     fire_on_signal(trigger.clone());

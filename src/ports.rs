@@ -158,6 +158,28 @@ pub trait Step: Send + Sync {
     /// Makes the target region active; answers what it did ("unchanged" included). Calls
     /// [`StepCtx::check`] right before every change it makes (each retry included).
     async fn apply(&self, to: &str, ctx: &StepCtx<'_>) -> Result<String, StepError>;
+    /// Reads (never changes) where the object points now: a region, or why it points at none.
+    /// `ctx` carries a [`Reading`] fence.
+    async fn placement(&self, ctx: &StepCtx<'_>) -> Result<Placement, StepError>;
+}
+
+/// Where a step's object points now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Exactly at this region's settings.
+    Region(String),
+    /// At no configured region, or at several (what it says, for people).
+    Unclear(String),
+}
+
+/// The fence of read-only work (placement checks, readiness): it never refuses, because the
+/// work it guards changes nothing.
+pub struct Reading;
+
+impl Fence for Reading {
+    fn may_act(&self) -> bool {
+        true
+    }
 }
 
 /// Probes a region live before traffic moves there.

@@ -20,7 +20,9 @@ use crate::failover::notices::{self, Channels, Links};
 use crate::http::responder::{router, ResponderState};
 use crate::http::serve::{serve, ConnMetrics, Limits};
 use crate::metrics::{register_common, ResponderMetrics};
-use crate::ports::{Notifier, Step, SystemClock};
+use crate::ports::{
+    Clock, FailReason, Lease, Notifier, Placement, Reading, StateStore, Step, StepCtx, SystemClock,
+};
 use crate::shutdown::Shutdown;
 
 /// The configured steps, in plan order: application config, load balancers, DNS records.
@@ -29,7 +31,9 @@ pub fn steps(config: &Config) -> anyhow::Result<Vec<Arc<dyn Step>>> {
         .responder
         .as_ref()
         .context("the config has no [responder] section")?;
-    let mut steps: Vec<Arc<dyn Step>> = vec![Arc::new(app_config::AppConfigStep::new(&r.app))];
+    let names = config.regions.iter().map(|x| x.name.clone()).collect();
+    let mut steps: Vec<Arc<dyn Step>> =
+        vec![Arc::new(app_config::AppConfigStep::new(&r.app, names))];
     if let Some(d) = &r.digitalocean {
         let client =
             Arc::new(digitalocean::DoClient::new(d).context("building the DigitalOcean client")?);
@@ -49,6 +53,125 @@ pub fn steps(config: &Config) -> anyhow::Result<Vec<Arc<dyn Step>>> {
         }
     }
     Ok(steps)
+}
+
+/// Opens the configured state store; with DynamoDB, also answers it as the replicas' lease.
+pub async fn open_store(
+    store: &StoreConfig,
+    shared: &aws_config::SdkConfig,
+) -> anyhow::Result<(Arc<dyn StateStore>, Option<Arc<dyn Lease>>)> {
+    Ok(match store {
+        StoreConfig::File { path } => (
+            Arc::new(state_file::FileStore::open(path).context("opening the state store")?),
+            None,
+        ),
+        StoreConfig::Dynamodb {
+            table,
+            region,
+            endpoint,
+            timeout,
+            ..
+        } => {
+            let ddb = Arc::new(state_dynamodb::DynamoStore::new(
+                crate::aws::state_client(shared, region, endpoint.as_deref(), *timeout),
+                table,
+                *timeout,
+            ));
+            ddb.check_table()
+                .await
+                .map_err(|e| anyhow::anyhow!("the state table cannot be used: {e}"))?;
+            (ddb.clone(), Some(ddb))
+        }
+    })
+}
+
+/// With no stored state the responder would assume traffic is at home. It refuses to start when
+/// the application's env file, a load balancer or a DNS record says another region: that state
+/// was lost, and starting fresh would move nothing back and plan from a wrong picture. Objects it
+/// cannot read are reported and do not stop it.
+async fn check_fresh_start(
+    steps: &[Arc<dyn Step>],
+    home: &str,
+    replica: &str,
+) -> anyhow::Result<()> {
+    let fence = Reading;
+    let on_retry = |_: FailReason| {};
+    let limit = Duration::from_secs(10);
+    let ctx = StepCtx {
+        epoch: 0,
+        replica,
+        deadline: tokio::time::Instant::now() + limit,
+        fence: &fence,
+        on_retry: &on_retry,
+    };
+    let mut elsewhere = Vec::new();
+    for step in steps {
+        match tokio::time::timeout(limit, step.placement(&ctx)).await {
+            Ok(Ok(Placement::Region(r))) if r == home => {}
+            Ok(Ok(Placement::Region(r))) => elsewhere.push((step.name(), r)),
+            Ok(Ok(Placement::Unclear(why))) => {
+                tracing::warn!(step = %step.name(), detail = %why, "first start: cannot tell where this points")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(step = %step.name(), error = %e.message, "first start: cannot read where this points")
+            }
+            Err(_) => {
+                tracing::warn!(step = %step.name(), "first start: no answer on where this points")
+            }
+        }
+    }
+    let Some((_, region)) = elsewhere.first() else {
+        return Ok(());
+    };
+    let said = elsewhere
+        .iter()
+        .map(|(s, r)| format!("{s} points at {r}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    anyhow::bail!(
+        "no failover state is stored (a first start, or the state was lost), but {said}, not the home region {home}. \
+         Starting now would assume traffic is in {home}. If traffic is really in {region}, adopt that placement first: \
+         `dynamo-failover adopt --region {region} --config <this config>`; if it belongs in {home}, point those objects \
+         back at it. Nothing was changed."
+    )
+}
+
+/// Writes the first state with traffic in `region` (`dynamo-failover adopt`): for a responder
+/// whose state was lost while traffic was away from home. Refuses when a state is stored.
+pub async fn adopt(
+    config: &Config,
+    shared: &aws_config::SdkConfig,
+    region: &str,
+) -> anyhow::Result<String> {
+    let r = config
+        .responder
+        .as_ref()
+        .context("the config has no [responder] section")?;
+    let policy = r.policy(&config.regions);
+    anyhow::ensure!(
+        policy.regions.iter().any(|x| x == region),
+        "unknown region `{region}` (configured: {})",
+        policy.regions.join(", ")
+    );
+    let (store, _) = open_store(&r.store, shared).await?;
+    if let Some(v) = store.load().await.context("reading the stored state")? {
+        anyhow::bail!(
+            "a state is already stored (epoch {}, traffic in {}); adopt is only for a missing state. \
+             To move traffic, use `dynamo-failover failover --to {region}` against the running responder",
+            v.state.epoch,
+            v.state.active
+        );
+    }
+    let mut state = crate::failover::state::State::initial(&policy, SystemClock.now_ms());
+    state.active = region.to_string();
+    state.app_region = region.to_string();
+    store
+        .save(&state, 0)
+        .await
+        .context("storing the adopted state")?;
+    Ok(format!(
+        "adopted: traffic is in {region} (epoch 0); the responder can start now"
+    ))
 }
 
 /// Runs the responder on `listener` until `shutdown` fires.
@@ -77,50 +200,34 @@ pub async fn run(
     kinds.dedup();
     let metrics = ResponderMetrics::register(&registry, &regions, &kinds)
         .context("registering responder metrics")?;
-    let (store, ha): (Arc<dyn crate::ports::StateStore>, Option<Ha>) = match &r.store {
-        StoreConfig::File { path } => (
-            Arc::new(state_file::FileStore::open(path).context("opening the state store")?),
-            None,
-        ),
-        StoreConfig::Dynamodb {
-            table,
-            region,
-            endpoint,
-            replica,
+    let (store, lease) = open_store(&r.store, &shared).await?;
+    let ha = match (&r.store, lease) {
+        (
+            StoreConfig::Dynamodb {
+                replica,
+                lease: duration,
+                renew,
+                ..
+            },
+            Some(lease),
+        ) => Some(Ha {
             lease,
-            renew,
-            timeout,
-            ..
-        } => {
-            let mut b = aws_sdk_dynamodb::config::Builder::from(&shared)
-                .region(aws_sdk_dynamodb::config::Region::new(region.clone()))
-                .timeout_config(
-                    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                        .operation_timeout(*timeout)
-                        .connect_timeout(*timeout)
-                        .build(),
-                );
-            if let Some(ep) = endpoint {
-                b = b.endpoint_url(ep);
-            }
-            let ddb = Arc::new(state_dynamodb::DynamoStore::new(
-                aws_sdk_dynamodb::Client::from_conf(b.build()),
-                table,
-                *timeout,
-            ));
-            ddb.check_table()
-                .await
-                .map_err(|e| anyhow::anyhow!("the state table cannot be used: {e}"))?;
-            let ha = Ha {
-                lease: ddb.clone(),
-                replica: replica.clone(),
-                duration: *lease,
-                renew_every: *renew,
-                margin: r.store.lease_margin(request_timeout),
-            };
-            (ddb, Some(ha))
-        }
+            replica: replica.clone(),
+            duration: *duration,
+            renew_every: *renew,
+            margin: r.store.lease_margin(request_timeout),
+        }),
+        _ => None,
     };
+    if store
+        .load()
+        .await
+        .context("reading the stored state")?
+        .is_none()
+    {
+        let replica = ha.as_ref().map_or("single", |h| h.replica.as_str());
+        check_fresh_start(&steps, &config.regions[0].name, replica).await?;
+    }
     let notifiers: Vec<Arc<dyn Notifier>> = notify::from_config(&r.notify)
         .into_iter()
         .map(Arc::from)

@@ -32,8 +32,12 @@ impl Secret {
     /// `key` names the config key in errors. Surrounding whitespace is trimmed.
     pub fn load(key: &str, file: Option<&str>, env: &str) -> Result<Secret, String> {
         let value = match file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("`{key}`: cannot read {path}: {e}"))?,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("`{key}`: cannot read {path}: {e}"))?;
+                warn_if_readable_by_others(key, path);
+                text
+            }
             None => std::env::var(env).unwrap_or_default(),
         };
         let value = value.trim().to_string();
@@ -44,6 +48,22 @@ impl Secret {
             });
         }
         Ok(Secret(value))
+    }
+}
+
+/// A secret file others can read is a secret others may have: say so (it still loads).
+fn warn_if_readable_by_others(key: &str, path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                key,
+                path,
+                mode = format!("{mode:o}"),
+                "a secret file is readable by its group or by others; `chmod 600` it"
+            );
+        }
     }
 }
 

@@ -783,3 +783,56 @@ async fn a_flood_of_distinct_alerts_keeps_the_state_file_bounded_and_the_real_al
     assert_eq!(st["epoch"], 1);
     assert_eq!(st["transitions"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn with_its_state_lost_while_traffic_is_away_it_refuses_to_start_until_the_placement_is_adopted(
+) {
+    let mut s = Stack::start(Knobs::default()).await;
+    s.kill().await;
+    std::fs::remove_file(s.path("state.json")).unwrap();
+    // The application's env file says west.
+    let app_env = s.path("app.env");
+    let env = |region: &str| {
+        std::fs::write(
+            &app_env,
+            format!("# WordPress\nWP_ENV=production\nDYNAMODB_REGION={region}\n"),
+        )
+        .unwrap()
+    };
+    env(WEST);
+    let (status, out) = s.spawn_expecting_exit(0).await;
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("app_config points at us-west-2")
+            && out.contains("dynamo-failover adopt --region us-west-2"),
+        "{out}"
+    );
+    assert!(
+        !s.path("state.json").exists(),
+        "a refused start stored a state"
+    );
+    // A load balancer alone says west.
+    env(EAST);
+    let mut lb = s.fake.load_balancer("lb-tag").unwrap();
+    lb["tag"] = json!("wp-west");
+    lb["region"] = json!("nyc1");
+    s.fake.put_load_balancer(lb);
+    let (status, out) = s.spawn_expecting_exit(0).await;
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("load_balancer:lb-tag points at us-west-2"),
+        "{out}"
+    );
+    // Adopted, it starts with traffic in west.
+    let (ok, out) = s.cli(&["adopt", "--region", WEST]);
+    assert!(ok, "{out}");
+    s.spawn().await;
+    let st = s.state().await;
+    assert_eq!(
+        (st["active_region"].as_str(), st["epoch"].as_u64()),
+        (Some(WEST), Some(0))
+    );
+    // There is a state now: adopt refuses.
+    let (ok, out) = s.cli(&["adopt", "--region", EAST]);
+    assert!(!ok, "{out}");
+}

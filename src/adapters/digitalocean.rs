@@ -22,7 +22,7 @@ use crate::config::responder::{
 };
 use crate::config::RegionConfig;
 use crate::failover::state::StepKind;
-use crate::ports::{FailReason, Step, StepCtx, StepError};
+use crate::ports::{FailReason, Placement, Step, StepCtx, StepError};
 use crate::secret::Secret;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -492,6 +492,63 @@ impl Step for LoadBalancerStep {
             LbMode::Global => self.apply_global(to, ctx).await,
         }
     }
+
+    async fn placement(&self, ctx: &StepCtx<'_>) -> Result<Placement, StepError> {
+        let lb = self.get(ctx).await?;
+        let id = &self.lb.id;
+        Ok(match self.lb.mode {
+            LbMode::Droplets => {
+                let have = Self::droplet_set(&lb);
+                let serving: Vec<&RegionConfig> = self
+                    .regions
+                    .iter()
+                    .filter(|r| r.digitalocean.droplet_ids.iter().any(|d| have.contains(d)))
+                    .collect();
+                match serving.as_slice() {
+                    [r] => Placement::Region(r.name.clone()),
+                    [] => Placement::Unclear(format!(
+                        "load balancer {id} has none of the configured droplets ({have:?})"
+                    )),
+                    many => Placement::Unclear(format!(
+                        "load balancer {id} has droplets of {}",
+                        many.iter()
+                            .map(|r| r.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    )),
+                }
+            }
+            LbMode::Tag => {
+                let tag = lb["tag"].as_str().unwrap_or_default();
+                match self
+                    .regions
+                    .iter()
+                    .find(|r| r.digitalocean.tag.as_deref() == Some(tag))
+                {
+                    Some(r) => Placement::Region(r.name.clone()),
+                    None => Placement::Unclear(format!(
+                        "load balancer {id} targets tag `{tag}`, no configured region's"
+                    )),
+                }
+            }
+            LbMode::Global => {
+                let prio: BTreeMap<String, u64> =
+                    serde_json::from_value(lb["glb_settings"]["region_priorities"].clone())
+                        .unwrap_or_default();
+                let first = prio.iter().min_by_key(|(_, p)| **p).map(|(s, _)| s.clone());
+                match first.as_deref().and_then(|slug| {
+                    self.regions
+                        .iter()
+                        .find(|r| r.digitalocean.slug.as_deref() == Some(slug))
+                }) {
+                    Some(r) => Placement::Region(r.name.clone()),
+                    None => Placement::Unclear(format!(
+                        "global load balancer {id} prefers {first:?}, no configured region's slug"
+                    )),
+                }
+            }
+        })
+    }
 }
 
 /// The DNS step: points one A or AAAA record at the region's address.
@@ -581,6 +638,28 @@ impl Step for DnsStep {
             ));
         }
         Ok(format!("{} now points at {want} (ttl {ttl})", self.name()))
+    }
+
+    async fn placement(&self, ctx: &StepCtx<'_>) -> Result<Placement, StepError> {
+        let rec = self.get(ctx).await?;
+        let data = rec["data"].as_str().unwrap_or_default();
+        let addr = |r: &RegionConfig| match self.rec.kind {
+            RecordType::A => r.digitalocean.ipv4.clone(),
+            RecordType::AAAA => r.digitalocean.ipv6.clone(),
+        };
+        Ok(
+            match self
+                .regions
+                .iter()
+                .find(|r| addr(r).as_deref() == Some(data))
+            {
+                Some(r) => Placement::Region(r.name.clone()),
+                None => Placement::Unclear(format!(
+                    "{} points at {data}, no configured region's address",
+                    self.name()
+                )),
+            },
+        )
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::aws;
 use crate::config::{Config, TableConfig};
 use crate::ports::LiveCheck;
 use crate::probe::write::Sequence;
-use crate::probe::{client, read, replication, write, ProbeResult, Target};
+use crate::probe::{read, replication, write, ProbeResult, Target};
 
 pub struct ProbeLiveCheck {
     clients: HashMap<String, aws_sdk_dynamodb::Client>,
@@ -30,7 +31,7 @@ impl ProbeLiveCheck {
             clients: config
                 .regions
                 .iter()
-                .map(|r| (r.name.clone(), client::build(shared, r, &config.prober)))
+                .map(|r| (r.name.clone(), aws::probe_client(shared, r, &config.prober)))
                 .collect(),
             tables: config.tables.clone(),
             prefix: config.prober.canary_prefix.clone(),

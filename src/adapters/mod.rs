@@ -2,6 +2,7 @@
 
 pub mod app_config;
 pub mod digitalocean;
+pub mod envfile;
 pub mod live_check;
 pub mod notify;
 pub mod prometheus;

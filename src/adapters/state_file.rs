@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::envfile::{beside, dir_of};
 use crate::failover::state::{self, State, SCHEMA_VERSION};
 use crate::ports::{StateStore, StoreError, Versioned};
 
@@ -38,13 +39,10 @@ pub struct FileStore {
 impl FileStore {
     /// Opens (and locks) the store at `path`, creating its directory if needed.
     pub fn open(path: &Path) -> Result<FileStore, StoreError> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = dir_of(path);
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
-        let lock_path = path.with_extension("lock");
+        let lock_path = beside(path, ".lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -93,7 +91,7 @@ impl FileStore {
 
     fn write(&self, disk: &OnDisk<'_>) -> Result<(), StoreError> {
         let io = |what: &str, e: std::io::Error| StoreError::Unavailable(format!("{what}: {e}"));
-        let tmp = self.path.with_extension("tmp");
+        let tmp = beside(&self.path, ".tmp");
         let body = serde_json::to_vec_pretty(disk)
             .map_err(|e| StoreError::Corrupt(format!("encoding state: {e}")))?;
         {
@@ -102,11 +100,11 @@ impl FileStore {
             f.sync_all().map_err(|e| io("syncing state", e))?;
         }
         std::fs::rename(&tmp, &self.path).map_err(|e| io("renaming state file", e))?;
-        if let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                d.sync_all().map_err(|e| io("syncing state directory", e))?;
-            }
-        }
+        // The directory entry of the rename must reach the disk too; a bare file name lives in
+        // the working directory.
+        File::open(dir_of(&self.path))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the state directory", e))?;
         Ok(())
     }
 }

@@ -17,6 +17,8 @@ pub const ADMIN_TOKEN_ENV: &str = "DYNAMO_FAILOVER_ADMIN_TOKEN";
 pub const DIGITALOCEAN_TOKEN_ENV: &str = "DIGITALOCEAN_TOKEN";
 pub const SLACK_URL_ENV: &str = "DYNAMO_FAILOVER_SLACK_WEBHOOK_URL";
 pub const NOTIFY_TOKEN_ENV: &str = "DYNAMO_FAILOVER_NOTIFY_TOKEN";
+/// Shortest webhook or admin token accepted.
+pub const MIN_TOKEN_BYTES: usize = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +158,8 @@ struct RawApp {
     env_key: String,
     #[serde(default)]
     reload_commands: Vec<Vec<String>>,
+    #[serde(default)]
+    pass_env: Vec<String>,
     #[serde(default = "d_command_timeout")]
     command_timeout: String,
 }
@@ -404,6 +408,9 @@ pub struct AppConfig {
     pub env_file: PathBuf,
     pub env_key: String,
     pub reload_commands: Vec<Vec<String>>,
+    /// Variables of the responder's environment passed to the reload commands (besides PATH,
+    /// the region variable and DYNAMO_FAILOVER_EPOCH; nothing else is).
+    pub pass_env: Vec<String>,
     #[serde(with = "super::duration_text")]
     pub command_timeout: Duration,
 }
@@ -562,6 +569,23 @@ impl RawResponder {
             self.admin_token_file.as_deref(),
             ADMIN_TOKEN_ENV,
         )?;
+        for (key, token) in [
+            ("responder.webhook_token_file", &webhook_token),
+            ("responder.admin_token_file", &admin_token),
+        ] {
+            if token.expose().len() < MIN_TOKEN_BYTES {
+                return Err(invalid(
+                    key,
+                    format!("the token is shorter than {MIN_TOKEN_BYTES} bytes; use a random one (e.g. `openssl rand -hex 32`)"),
+                ));
+            }
+        }
+        if admin_token.matches(webhook_token.expose().as_bytes()) {
+            return Err(invalid(
+                "responder.admin_token_file",
+                "the admin token equals the webhook token; they must differ, so Alertmanager's token cannot move traffic by hand",
+            ));
+        }
         let tick = parse_duration("responder.tick", &self.tick)?;
         let request_timeout = parse_duration("responder.request_timeout", &self.request_timeout)?;
         let header_timeout = parse_duration("responder.header_timeout", &self.header_timeout)?;
@@ -646,10 +670,19 @@ impl RawResponder {
                 ));
             }
         }
+        for (i, name) in a.pass_env.iter().enumerate() {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid(
+                    format!("responder.app.pass_env[{i}]"),
+                    format!("`{name}` is not an environment variable name"),
+                ));
+            }
+        }
         let app = AppConfig {
             env_file: PathBuf::from(&a.env_file),
             env_key: a.env_key.clone(),
             reload_commands: a.reload_commands.clone(),
+            pass_env: a.pass_env.clone(),
             command_timeout: parse_duration("responder.app.command_timeout", &a.command_timeout)?,
         };
         let step_deadline = parse_duration("responder.steps.deadline", &self.steps.deadline)?;
@@ -1014,7 +1047,9 @@ type = "A"
 "#;
 
     fn parse(text: &str) -> Result<Config, String> {
-        let secrets = |_: &str, _: Option<&str>, _: &str| Ok(Secret::new("s3cr3t"));
+        // A distinct, long enough secret per key.
+        let secrets =
+            |key: &str, _: Option<&str>, _: &str| Ok(Secret::new(format!("s3cr3t-{key}")));
         Config::parse_with_secrets(text, &secrets).map_err(|e| e.to_string())
     }
 
@@ -1134,5 +1169,28 @@ type = "A"
             e.contains("responder.webhook_token_file") && e.contains("/nonexistent/token"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tokens_must_be_long_enough_and_the_admin_token_not_the_webhook_token() {
+        let short = |key: &str, _: Option<&str>, _: &str| {
+            Ok(Secret::new(if key.contains("admin") {
+                "short"
+            } else {
+                "w-0123456789abcdef"
+            }))
+        };
+        let e = Config::parse_with_secrets(BASE, &short)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("responder.admin_token_file") && e.contains("16 bytes"),
+            "{e}"
+        );
+        let same = |_: &str, _: Option<&str>, _: &str| Ok(Secret::new("the-same-token-0123456789"));
+        let e = Config::parse_with_secrets(BASE, &same)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("equals the webhook token"), "{e}");
     }
 }

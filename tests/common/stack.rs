@@ -444,6 +444,36 @@ webhook_url = "{notify}/hook"
         took
     }
 
+    /// Starts replica `i` expecting it to refuse to start: answers its exit status and log.
+    pub async fn spawn_expecting_exit(&mut self, i: usize) -> (std::process::ExitStatus, String) {
+        self.replicas[i].starts += 1;
+        let log = self.path(&format!("responder-{i}-{}.log", self.replicas[i].starts));
+        let config = if i == 0 {
+            "config.toml".to_string()
+        } else {
+            format!("config-{i}.toml")
+        };
+        let out = Command::new(BIN)
+            .args(["responder", "--config"])
+            .arg(self.path(&config))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(30), out)
+            .await
+            .expect("the responder to exit")
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(log, &text).unwrap();
+        (out.status, text)
+    }
+
     /// kill -9.
     pub async fn kill(&mut self) {
         self.kill_replica(0).await;
@@ -590,7 +620,7 @@ webhook_url = "{notify}/hook"
     }
 
     pub fn env_value(&self) -> Option<String> {
-        dynamo_failover::adapters::app_config::read_value(
+        dynamo_failover::adapters::envfile::read_value(
             &std::fs::read_to_string(self.path("app.env")).unwrap(),
             "DYNAMODB_REGION",
         )

@@ -15,7 +15,7 @@ use crate::failover::machine::Policy;
 use crate::failover::notices::{self, Channels, Links};
 use crate::failover::state::StepKind;
 use crate::ports::{
-    FailReason, Lease, LeaseError, LeaseView, StepCtx, StepError, SystemClock, Versioned,
+    FailReason, Lease, LeaseError, LeaseView, Placement, StepCtx, StepError, SystemClock, Versioned,
 };
 
 /// A state store in memory whose saves can be made to fail.
@@ -96,6 +96,10 @@ impl Step for RecordingStep {
             return Err(StepError::new(FailReason::ServerError, "503", true));
         }
         Ok(format!("{} now points at {to}", self.name))
+    }
+
+    async fn placement(&self, _ctx: &StepCtx<'_>) -> Result<Placement, StepError> {
+        Ok(Placement::Unclear("a test step".into()))
     }
 }
 

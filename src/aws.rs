@@ -1,5 +1,7 @@
-//! Builds one DynamoDB client per region, once. Clients are shared by every table's probes so
-//! connections are reused where the endpoint allows it; nothing is rebuilt per probe.
+//! The one place DynamoDB clients are built, for every role: the probers' (and the live check's)
+//! one client per region, built once and shared by every table's probes, and the replicas' state
+//! store client. Every client has explicit timeouts: without an operation timeout the SDK waits
+//! forever on a server that accepts and never answers.
 
 use std::time::Duration;
 
@@ -17,9 +19,9 @@ pub async fn load_shared() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
-/// A client for one region with explicit timeouts and a short retry backoff. Without an explicit
-/// operation timeout the SDK waits forever on a server that accepts and never answers.
-pub fn build(
+/// A probing client for one region: attempt and operation timeouts from the prober config and a
+/// short retry backoff.
+pub fn probe_client(
     shared: &aws_config::SdkConfig,
     region: &RegionConfig,
     prober: &ProberConfig,
@@ -44,4 +46,25 @@ pub fn build(
         builder = builder.endpoint_url(endpoint);
     }
     Client::from_conf(builder.build())
+}
+
+/// The replicas' state store client: `timeout` bounds each call (connection included).
+pub fn state_client(
+    shared: &aws_config::SdkConfig,
+    region: &str,
+    endpoint: Option<&str>,
+    timeout: Duration,
+) -> Client {
+    let mut b = aws_sdk_dynamodb::config::Builder::from(shared)
+        .region(Region::new(region.to_string()))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(timeout)
+                .connect_timeout(timeout)
+                .build(),
+        );
+    if let Some(ep) = endpoint {
+        b = b.endpoint_url(ep);
+    }
+    Client::from_conf(b.build())
 }
