@@ -184,3 +184,109 @@ async fn webhook_storm_against_three_replicas() {
     assert_eq!(transitions, 1);
     assert!(pct(&acks, 0.99) < 10.0);
 }
+
+#[tokio::test]
+#[ignore = "benchmark: scripts/bench/run ha"]
+async fn fenced_takeover_after_the_leader_is_cut_off_from_the_state_store() {
+    let mut takeovers = Vec::new();
+    let mut before_expiry = Vec::new();
+    for _ in 0..10 {
+        let s = Stack::start(Knobs {
+            replicas: 2,
+            lease: "3s",
+            step_deadline: "20s",
+            store_proxies: true,
+            ..Knobs::default()
+        })
+        .await;
+        let c = s.cut_off_the_leader(T0).await;
+        takeovers.push(c.first_new_change_ms.saturating_sub(c.cut_ms) as f64);
+        before_expiry.push(c.old_expiry_ms as f64 - c.last_old_ms as f64);
+    }
+    takeovers.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    before_expiry.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("\n## fenced takeover: the leader cut off from the state store while retrying a 503 PUT (lease 3 s, margin 1.2 s), 10 runs");
+    println!(
+        "cut-off to the new leader's first DigitalOcean change: median {:.0} ms, max {:.0} ms",
+        pct(&takeovers, 0.5),
+        takeovers[takeovers.len() - 1]
+    );
+    println!(
+        "the old leader's last request before its lease's expiry: min {:.0} ms, median {:.0} ms (must be >= the 1,200 ms margin, less loopback delivery)",
+        before_expiry[0],
+        pct(&before_expiry, 0.5)
+    );
+    assert!(before_expiry[0] > 1_150.0);
+}
+
+/// The stored state's size: the state file, or the DynamoDB item's state attribute.
+async fn stored_size(s: &Stack) -> usize {
+    let Some(store) = &s.state_store else {
+        return std::fs::metadata(s.path("state.json")).unwrap().len() as usize;
+    };
+    let c = common::client("eu-west-1", &store.endpoint()).await;
+    let item = c
+        .get_item()
+        .table_name(STATE_TABLE)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("state".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    item["state"].as_s().unwrap().len()
+}
+
+/// Webhook to every step verified for the real region alert, polling the state.
+async fn real_alert_to_verified(s: &Stack) -> f64 {
+    let started = std::time::Instant::now();
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    wait_until(
+        Duration::from_secs(30),
+        "the failover to complete",
+        || async {
+            let st = s.state().await;
+            st["active_region"] == WEST && st["plan"].is_null()
+        },
+    )
+    .await;
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+#[tokio::test]
+#[ignore = "benchmark: scripts/bench/run ha"]
+async fn a_flood_of_20000_distinct_alerts() {
+    for replicas in [1, 2] {
+        let store = if replicas == 1 {
+            "state file"
+        } else {
+            "DynamoDB item"
+        };
+        let knobs = Knobs {
+            replicas,
+            lease: "3s",
+            ..Knobs::default()
+        };
+        let clean = Stack::start(knobs.clone()).await;
+        let before = stored_size(&clean).await;
+        let fresh = real_alert_to_verified(&clean).await;
+        drop(clean);
+        let s = Stack::start(knobs).await;
+        let leader = s.leader().await;
+        let took = s.flood(leader, WEST, T0).await;
+        let after = stored_size(&s).await;
+        let flooded = real_alert_to_verified(&s).await;
+        println!("\n## 20,000 distinct alerts in 10 bodies (firing, then resolved), {store}");
+        println!(
+            "state: {before} bytes before, {after} bytes after the flood (bound: 128 KiB); bodies answered in {} to {} ms",
+            took.iter().min().unwrap(),
+            took.iter().max().unwrap()
+        );
+        println!("real alert, webhook to every step verified: {fresh:.0} ms on a fresh state, {flooded:.0} ms after the flood");
+        assert!(after < 128 * 1024);
+    }
+}

@@ -46,16 +46,7 @@ fn assert_moved_to_west(s: &Stack) {
 }
 
 async fn post_to(s: &Stack, i: usize, body: &str) -> u16 {
-    s.http
-        .post(format!("{}/alerts", s.base_of(i)))
-        .bearer_auth(WEBHOOK_TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    s.post_to(i, "/alerts", body).await.0
 }
 
 #[tokio::test]
@@ -99,16 +90,7 @@ async fn every_replica_gets_every_delivery(n: usize) {
     s.wait_steady_in(WEST, Duration::from_secs(30)).await;
     assert_moved_to_west(&s);
     for i in 0..n {
-        let st: serde_json::Value = s
-            .http
-            .get(format!("{}/v1/state", s.base_of(i)))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let st = s.state_of(i).await;
         assert_eq!(
             st["role"],
             if i == leader { "leader" } else { "follower" },
@@ -122,16 +104,7 @@ async fn every_replica_gets_every_delivery(n: usize) {
         || async {
             let mut all = true;
             for i in 0..n {
-                let st: serde_json::Value = s
-                    .http
-                    .get(format!("{}/v1/state", s.base_of(i)))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let st = s.state_of(i).await;
                 all &= st["epoch"] == 1 && st["transitions"].as_array().unwrap().len() == 1;
             }
             all
@@ -259,33 +232,6 @@ async fn kill_9_of_the_acting_replica_between_any_two_steps_lets_another_finish_
     }
 }
 
-/// The lease item as stored: (holder, expires_at_ms).
-async fn lease_item(s: &Stack) -> Option<(String, u64)> {
-    let c = common::client("eu-west-1", &s.state_store.as_ref().unwrap().endpoint()).await;
-    let out = c
-        .get_item()
-        .table_name(STATE_TABLE)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S("lease".into()),
-        )
-        .consistent_read(true)
-        .send()
-        .await
-        .ok()?;
-    let item = out.item?;
-    let holder = item.get("holder")?.as_s().ok()?.clone();
-    let expires = item.get("expires_at_ms")?.as_n().ok()?.parse().ok()?;
-    Some((holder, expires))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// The lease's safety margin in the test stack: DigitalOcean request timeout 1 s +
 /// `max_clock_skew` 200 ms.
 const MARGIN_MS: u64 = 1_200;
@@ -300,106 +246,18 @@ async fn a_leader_cut_off_from_the_state_store_sends_nothing_after_its_lease_and
         ..ha(2)
     })
     .await;
-    // Every PUT of the tag load balancer fails with 503 until the test clears it: the leader is
-    // inside its retry loop when it is cut off.
-    s.fake.inject_at(
-        Fault::Status(503),
-        u32::MAX,
-        Some(Method::PUT),
-        Some("/v2/load_balancers/lb-tag"),
-    );
-    let old = s.leader().await;
-    let new = 1 - old;
-    let (old_name, new_name) = (format!("r{old}"), format!("r{new}"));
-    assert_eq!(post_to(&s, old, &alert_body(EAST, true, T0)).await, 200);
-    wait_until(
-        Duration::from_secs(20),
-        "the leader to be retrying the tag load balancer's PUT",
-        || async {
-            s.fake.log().iter().any(|l| {
-                l.method == "PUT"
-                    && l.path.ends_with("lb-tag")
-                    && l.replica.as_deref() == Some(old_name.as_str())
-            })
-        },
-    )
-    .await;
-    let cut = now_ms();
-    s.proxies[old].set(Link::Cut);
-    // The old leader's lease as last stored, until the other replica takes it over.
-    let old_expiry = std::sync::atomic::AtomicU64::new(0);
-    wait_until(
-        Duration::from_secs(20),
-        "the other replica to take the lease",
-        || async {
-            match lease_item(&s).await {
-                Some((h, e)) if h == old_name => {
-                    old_expiry.fetch_max(e, std::sync::atomic::Ordering::SeqCst);
-                    false
-                }
-                Some((h, _)) => h == new_name,
-                None => false,
-            }
-        },
-    )
-    .await;
-    let old_expiry = old_expiry.into_inner();
-    assert!(old_expiry > 0, "the old leader's lease was never seen");
-    s.fake.clear_faults();
-    wait_until(
-        Duration::from_secs(30),
-        "the new leader to finish",
-        || async {
-            let st: serde_json::Value = s
-                .http
-                .get(format!("{}/v1/state", s.base_of(new)))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            st["active_region"] == WEST && st["plan"].is_null()
-        },
-    )
-    .await;
-    // The old leader stops at its next fence check; without one before every attempt it would go
-    // on retrying its PUT until the step deadline.
-    let old_log = s.path(&format!("responder-{old}-1.log"));
-    wait_until(
-        Duration::from_secs(30),
-        "the old leader to stop acting",
-        || async {
-            std::fs::read_to_string(&old_log)
-                .unwrap_or_default()
-                .contains("may no longer act")
-        },
-    )
-    .await;
-    let log = s.fake.log();
-    let last_old = log
-        .iter()
-        .filter(|l| l.replica.as_deref() == Some(old_name.as_str()))
-        .map(|l| l.at_ms)
-        .max()
-        .unwrap();
-    let first_new_change = log
-        .iter()
-        .filter(|l| l.replica.as_deref() == Some(new_name.as_str()) && l.method != "GET")
-        .map(|l| l.at_ms)
-        .min()
-        .unwrap();
+    let c = s.cut_off_the_leader(T0).await;
     println!(
         "cut-off to the new leader's first change: {} ms; the old leader's last request {} ms before its lease's expiry",
-        first_new_change.saturating_sub(cut),
-        old_expiry as i64 - last_old as i64
+        c.first_new_change_ms.saturating_sub(c.cut_ms),
+        c.old_expiry_ms as i64 - c.last_old_ms as i64
     );
     assert!(
-        last_old <= old_expiry - MARGIN_MS + SEND_SLACK_MS,
+        c.last_old_ms <= c.old_expiry_ms - MARGIN_MS + SEND_SLACK_MS,
         "the old leader sent a request {} ms after its lease's expiry minus the margin",
-        last_old as i64 - (old_expiry - MARGIN_MS) as i64
+        c.last_old_ms as i64 - (c.old_expiry_ms - MARGIN_MS) as i64
     );
+    let log = s.fake.log();
     // Every request names its replica; every change the plan's epoch (the start-up reads of a
     // first start say epoch 0).
     assert!(log.iter().all(|l| l.replica.is_some()));
@@ -418,7 +276,10 @@ async fn a_leader_cut_off_from_the_state_store_sends_nothing_after_its_lease_and
         .filter(|c| c.method == "PUT" && c.path.ends_with("lb-tag"))
         .collect();
     assert_eq!(puts.len(), 1, "{puts:?}");
-    assert_eq!(puts[0].replica.as_deref(), Some(new_name.as_str()));
+    assert_eq!(
+        puts[0].replica.as_deref(),
+        Some(format!("r{}", c.new).as_str())
+    );
     assert_moved_to_west(&s);
     s.assert_no_secrets();
 }
@@ -457,16 +318,7 @@ async fn sigterm_lets_the_step_in_flight_finish_before_the_lease_is_handed_over(
         Duration::from_secs(30),
         "the new leader to finish",
         || async {
-            let st: serde_json::Value = s
-                .http
-                .get(format!("{}/v1/state", s.base_of(new)))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let st = s.state_of(new).await;
             st["active_region"] == WEST && st["plan"].is_null()
         },
     )
@@ -552,16 +404,7 @@ async fn a_slow_state_store_gets_503s_that_alertmanager_retries_and_each_deliver
         .await;
     }
     wait_until(Duration::from_secs(30), "traffic to move once", || async {
-        let st: serde_json::Value = s
-            .http
-            .get(format!("{}/v1/state", s.base_of(1)))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let st = s.state_of(1).await;
         st["active_region"] == WEST && st["plan"].is_null()
     })
     .await;

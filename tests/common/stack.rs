@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
-use fake_digitalocean::FakeDo;
+use fake_digitalocean::{FakeDo, Fault};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
@@ -750,4 +750,176 @@ pub fn flood_body(
         "externalURL": "", "version": "4", "groupKey": "flood", "truncatedAlerts": 0
     })
     .to_string()
+}
+
+/// What [`Stack::cut_off_the_leader`] saw, wall-clock milliseconds.
+pub struct CutOff {
+    pub old: usize,
+    pub new: usize,
+    pub cut_ms: u64,
+    /// The old leader's lease expiry as last stored.
+    pub old_expiry_ms: u64,
+    /// When the old leader's last request reached the DigitalOcean API.
+    pub last_old_ms: u64,
+    /// When the new leader's first change reached it.
+    pub first_new_change_ms: u64,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+impl Stack {
+    /// The lease item as stored: (holder, expires_at_ms).
+    pub async fn lease_item(&self) -> Option<(String, u64)> {
+        let c = client("eu-west-1", &self.state_store.as_ref()?.endpoint()).await;
+        let item = c
+            .get_item()
+            .table_name(STATE_TABLE)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S("lease".into()),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .ok()?
+            .item?;
+        let holder = item.get("holder")?.as_s().ok()?.clone();
+        let expires = item.get("expires_at_ms")?.as_n().ok()?.parse().ok()?;
+        Some((holder, expires))
+    }
+
+    /// Two replicas with store proxies: the leader is retrying a 503 PUT of the tag load
+    /// balancer when its path to the state store is cut; the other takes the lease over (the
+    /// fault is cleared then) and finishes the plan; the old leader stops at its next fence.
+    pub async fn cut_off_the_leader(&self, starts_at: &str) -> CutOff {
+        self.fake.inject_at(
+            Fault::Status(503),
+            u32::MAX,
+            Some(axum::http::Method::PUT),
+            Some("/v2/load_balancers/lb-tag"),
+        );
+        let old = self.leader().await;
+        let new = 1 - old;
+        let (old_name, new_name) = (format!("r{old}"), format!("r{new}"));
+        let (status, _) = self
+            .post_to(old, "/alerts", &alert_body(EAST, true, starts_at))
+            .await;
+        assert_eq!(status, 200);
+        wait_until(
+            Duration::from_secs(20),
+            "the leader to be retrying the tag load balancer's PUT",
+            || async {
+                self.fake.log().iter().any(|l| {
+                    l.method == "PUT"
+                        && l.path.ends_with("lb-tag")
+                        && l.replica.as_deref() == Some(old_name.as_str())
+                })
+            },
+        )
+        .await;
+        let cut_ms = now_ms();
+        self.proxies[old].set(Link::Cut);
+        // The old leader's lease as last stored, until the other replica takes it over.
+        let old_expiry = std::sync::atomic::AtomicU64::new(0);
+        wait_until(
+            Duration::from_secs(20),
+            "the other replica to take the lease",
+            || async {
+                match self.lease_item().await {
+                    Some((h, e)) if h == old_name => {
+                        old_expiry.fetch_max(e, std::sync::atomic::Ordering::SeqCst);
+                        false
+                    }
+                    Some((h, _)) => h == new_name,
+                    None => false,
+                }
+            },
+        )
+        .await;
+        let old_expiry_ms = old_expiry.into_inner();
+        assert!(old_expiry_ms > 0, "the old leader's lease was never seen");
+        self.fake.clear_faults();
+        wait_until(
+            Duration::from_secs(30),
+            "the new leader to finish",
+            || async {
+                let st = self.state_of(new).await;
+                st["active_region"] == WEST && st["plan"].is_null()
+            },
+        )
+        .await;
+        // The old leader stops at its next fence check; without one before every attempt it
+        // would go on retrying its PUT until the step deadline.
+        let old_log = self.path(&format!(
+            "responder-{old}-{}.log",
+            self.replicas[old].starts
+        ));
+        wait_until(
+            Duration::from_secs(30),
+            "the old leader to stop acting",
+            || async {
+                std::fs::read_to_string(&old_log)
+                    .unwrap_or_default()
+                    .contains("may no longer act")
+            },
+        )
+        .await;
+        let log = self.fake.log();
+        let last_old_ms = log
+            .iter()
+            .filter(|l| l.replica.as_deref() == Some(old_name.as_str()))
+            .map(|l| l.at_ms)
+            .max()
+            .unwrap();
+        let first_new_change_ms = log
+            .iter()
+            .filter(|l| l.replica.as_deref() == Some(new_name.as_str()) && l.method != "GET")
+            .map(|l| l.at_ms)
+            .min()
+            .unwrap();
+        CutOff {
+            old,
+            new,
+            cut_ms,
+            old_expiry_ms,
+            last_old_ms,
+            first_new_change_ms,
+        }
+    }
+
+    /// `/v1/state` of replica `i`.
+    pub async fn state_of(&self, i: usize) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/v1/state", self.base_of(i)))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("state");
+        let text = r.text().await.unwrap();
+        self.keep(&text);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// POSTs `body` to replica `i` with the webhook token; answers (status, body).
+    pub async fn post_to(&self, i: usize, path: &str, body: &str) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base_of(i)))
+            .bearer_auth(WEBHOOK_TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        self.keep(&text);
+        (status, text)
+    }
 }
