@@ -165,6 +165,7 @@ impl TryFrom<(&Payload, &AlertsConfig, &[String])> for Parsed {
                 region: region.clone(),
                 firing,
                 starts_at_ms,
+                detail: a.annotations.get(&cfg.detail_annotation).cloned(),
             });
         }
         Ok(out)
@@ -183,6 +184,7 @@ mod tests {
             region_down: vec!["DynamoDBRegionUnavailable".into()],
             region_label: "region".into(),
             firing_expiry: std::time::Duration::from_secs(1200),
+            detail_annotation: "operation".into(),
         }
     }
 
@@ -201,6 +203,7 @@ mod tests {
                 region: "us-east-1".into(),
                 firing: true,
                 starts_at_ms: 1_795_672_161_749,
+                detail: None,
             }]
         );
     }

@@ -115,6 +115,12 @@ struct RawTable {
     key_attribute: String,
     #[serde(default = "default_health_key")]
     health_key: String,
+    #[serde(default = "default_true")]
+    required: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_interval() -> String {
@@ -198,6 +204,9 @@ pub struct TableConfig {
     pub key_attribute: String,
     /// Partition key value of the health item the read probe fetches.
     pub health_key: String,
+    /// Whether this table's failures vote a region down (exported as
+    /// `dynamodb_probe_table_required` for the rules). Default true.
+    pub required: bool,
 }
 
 /// Which probe kinds run. Replication needs write (it reads back this prober's canaries).
@@ -301,6 +310,12 @@ impl RawConfig {
         if self.tables.is_empty() {
             return Err(invalid("table", "at least one [[table]] is required"));
         }
+        if self.tables.iter().all(|t| !t.required) {
+            return Err(invalid(
+                "table",
+                "at least one [[table]] must be required (required = true, the default): only required tables vote a region down",
+            ));
+        }
         let mut table_names = BTreeSet::new();
         let mut tables = Vec::with_capacity(self.tables.len());
         for (i, t) in self.tables.into_iter().enumerate() {
@@ -328,6 +343,7 @@ impl RawConfig {
                 name: t.name,
                 key_attribute: t.key_attribute,
                 health_key: t.health_key,
+                required: t.required,
             });
         }
 

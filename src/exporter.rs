@@ -37,9 +37,14 @@ pub async fn run(
     }
     let regions: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
     let tables: Vec<String> = config.tables.iter().map(|t| t.name.clone()).collect();
-    let metrics =
-        ProbeMetrics::register(&registry, &config.prober.id, &regions, &tables, &operations)
-            .context("registering probe metrics")?;
+    let metrics = ProbeMetrics::register(
+        &registry,
+        &config.prober.id,
+        &regions,
+        &config.tables,
+        &operations,
+    )
+    .context("registering probe metrics")?;
 
     let clients: HashMap<String, aws_sdk_dynamodb::Client> = config
         .regions

@@ -32,7 +32,7 @@ impl ProbeMetrics {
         registry: &Registry,
         prober: &str,
         regions: &[String],
-        tables: &[String],
+        tables: &[crate::config::TableConfig],
         operations: &[Operation],
     ) -> prometheus::Result<Self> {
         let duration = HistogramVec::new(
@@ -85,9 +85,22 @@ impl ProbeMetrics {
         registry.register(Box::new(last_success.clone()))?;
         registry.register(Box::new(replication_lag.clone()))?;
         registry.register(Box::new(slots_missed.clone()))?;
+        // Constant for the process's life: which tables the rules let vote.
+        let required = IntGaugeVec::new(
+            Opts::new(
+                "dynamodb_probe_table_required",
+                "1 if failures of this table vote its region down (table.required), 0 if not.",
+            ),
+            &["prober", "region", "table"],
+        )?;
+        registry.register(Box::new(required.clone()))?;
 
         for region in regions {
-            for table in tables {
+            for t in tables {
+                let table = &t.name;
+                required
+                    .with_label_values(&[prober, region, table])
+                    .set(i64::from(t.required));
                 slots_missed.with_label_values(&[prober, region, table]);
                 for op in operations {
                     let l = [prober, region.as_str(), table.as_str(), op.as_str()];

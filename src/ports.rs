@@ -108,6 +108,11 @@ impl StepError {
 /// once.
 pub trait Fence: Send + Sync {
     fn may_act(&self) -> bool;
+    /// How much longer this replica may act, if that is bounded (a replica's lease): a local
+    /// side effect that runs for a while (a reload command) is cut off at it.
+    fn acting_for(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What a step attempt carries: who acts, for which plan, until when, and the fence to ask before

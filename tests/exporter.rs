@@ -97,6 +97,19 @@ async fn probes_of_healthy_regions_publish_success_with_the_right_labels() {
         ),
         Some(0.0)
     );
+    assert_eq!(
+        sample(
+            &text,
+            "dynamodb_probe_table_required",
+            &[
+                ("prober", "vantage-a"),
+                ("region", "us-west-2"),
+                ("table", T)
+            ]
+        ),
+        Some(1.0),
+        "tables are required unless the config says otherwise"
+    );
     let h = e.get("/healthz").await;
     assert_eq!(h.status(), 200);
 }
@@ -430,4 +443,64 @@ async fn the_metrics_page_passes_promtool_check_metrics() {
         out.status.success() && said.trim().is_empty(),
         "promtool: {said}"
     );
+}
+
+/// A credentials provider with nothing to give, like a machine with no role and no keys.
+#[derive(Debug)]
+struct NoCredentials;
+
+impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+            aws_credential_types::provider::error::CredentialsError::not_loaded(
+                "no credentials in the chain",
+            ),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn missing_credentials_are_named_access_denied_not_a_dead_region() {
+    let (a, b) = two_regions().await;
+    let shared = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(NoCredentials),
+        )
+        .build();
+    let e = Exporter::spawn_with(
+        &exporter_config(
+            "keyless",
+            &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
+            &[T],
+        ),
+        shared,
+    )
+    .await;
+    let denied = [
+        ("prober", "keyless"),
+        ("region", "us-east-1"),
+        ("operation", "read"),
+        ("result", "access_denied"),
+    ];
+    wait_until(Duration::from_secs(10), "an access_denied read", || async {
+        e.value("dynamodb_probe_total", &denied)
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    let connect = [
+        ("prober", "keyless"),
+        ("region", "us-east-1"),
+        ("operation", "read"),
+        ("result", "connect_error"),
+    ];
+    assert_eq!(e.value("dynamodb_probe_total", &connect).await, Some(0.0));
 }

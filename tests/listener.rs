@@ -126,7 +126,7 @@ async fn connections_beyond_the_cap_are_closed_and_the_open_ones_still_work() {
     let mut held = Vec::new();
     loop {
         let mut c = connect(&s).await;
-        let (_, closed) = read_until_closed(&mut c, Duration::from_millis(300)).await;
+        let (_, closed) = read_until_closed(&mut c, Duration::from_secs(1)).await;
         if closed {
             break;
         }

@@ -11,6 +11,7 @@ fn cfg() -> AlertsConfig {
         region_down: vec!["DynamoDBRegionUnavailable".into()],
         region_label: "region".into(),
         firing_expiry: std::time::Duration::from_secs(1200),
+        detail_annotation: "operation".into(),
     }
 }
 

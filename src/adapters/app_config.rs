@@ -90,7 +90,11 @@ impl Step for AppConfigStep {
                 (self.key.as_str(), to.to_string()),
                 ("DYNAMO_FAILOVER_EPOCH", epoch.to_string()),
             ];
-            let stdout = run_command(cmd, &vars, &self.pass_env, self.timeout).await?;
+            // A replica's command is stopped if its lease comes within the margin while it runs
+            // (a shutdown lets it finish: the lease is kept until it has).
+            let lease_holds = || ctx.fence.acting_for().is_none_or(|left| !left.is_zero());
+            let stdout =
+                run_command(cmd, &vars, &self.pass_env, self.timeout, &lease_holds).await?;
             tracing::info!(command = %cmd.join(" "), epoch, stdout = %stdout, "reload command ran");
             ran.push(cmd[0].clone());
         }

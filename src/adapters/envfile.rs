@@ -32,13 +32,16 @@ pub fn with_value(text: &str, key: &str, value: &str) -> String {
     let mut out = String::with_capacity(text.len() + key.len() + value.len() + 2);
     let mut set = false;
     for l in text.lines() {
+        let exported = l.trim_start().starts_with("export ");
         let t = l
             .trim_start()
             .strip_prefix("export ")
             .unwrap_or(l.trim_start());
         if t.strip_prefix(key).is_some_and(|r| r.starts_with('=')) {
             if !set {
-                out.push_str(&format!("{key}={value}\n"));
+                // Written the way it was: a shell-sourced file keeps its `export`.
+                let export = if exported { "export " } else { "" };
+                out.push_str(&format!("{export}{key}={value}\n"));
                 set = true;
             }
         } else {
@@ -128,7 +131,10 @@ pub fn write_atomically(path: &Path, body: &str, ownership: Ownership) -> std::i
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, &target)?;
+    if let Err(e) = std::fs::rename(&tmp, &target) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -138,11 +144,15 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Runs one reload command (`cmd[0]` with arguments) within `timeout`, with a clean
 /// environment: PATH, `vars`, and the variables named in `pass_env` that are set. Answers its
 /// standard output's tail.
+/// `still_allowed` is asked every 100 ms while it runs; when it says no (a replica's lease is
+/// ending) the command and what it started are stopped and the answer is
+/// [`StepError::fenced`].
 pub async fn run_command(
     cmd: &[String],
     vars: &[(&str, String)],
     pass_env: &[String],
     timeout: Duration,
+    still_allowed: &(dyn Fn() -> bool + Sync),
 ) -> Result<String, StepError> {
     let mut c = tokio::process::Command::new(&cmd[0]);
     c.args(&cmd[1..])
@@ -161,8 +171,44 @@ pub async fn run_command(
     for (k, v) in vars {
         c.env(k, v);
     }
-    let out = match tokio::time::timeout(timeout, c.output()).await {
+    // Its own process group, so a timeout stops what it started too.
+    c.process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().map_err(|e| {
+        StepError::new(
+            FailReason::CommandFailed,
+            format!("reload command `{}` could not start: {e}", cmd.join(" ")),
+            false,
+        )
+    })?;
+    let pid = child.id();
+    let kill_group = || {
+        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: killpg only sends a signal to the process group this function created.
+            unsafe {
+                libc::killpg(pid, libc::SIGKILL);
+            }
+        }
+    };
+    let watch = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if !still_allowed() {
+                return;
+            }
+        }
+    };
+    let waited = tokio::select! {
+        w = tokio::time::timeout(timeout, child.wait_with_output()) => w,
+        _ = watch => {
+            kill_group();
+            return Err(StepError::fenced());
+        }
+    };
+    let out = match waited {
         Err(_) => {
+            kill_group();
             return Err(StepError::new(
                 FailReason::Timeout,
                 format!(
@@ -170,13 +216,13 @@ pub async fn run_command(
                     cmd.join(" ")
                 ),
                 true,
-            ))
+            ));
         }
         Ok(Err(e)) => {
             return Err(StepError::new(
                 FailReason::CommandFailed,
-                format!("reload command `{}` could not start: {e}", cmd.join(" ")),
-                false,
+                format!("reload command `{}` failed: {e}", cmd.join(" ")),
+                true,
             ))
         }
         Ok(Ok(o)) => o,
@@ -231,8 +277,9 @@ mod tests {
     }
 
     #[test]
-    fn quoted_and_exported_values_are_read() {
+    fn quoted_and_exported_values_are_read_and_an_export_is_kept() {
         assert_eq!(read_value("export K=\"v\"", "K").as_deref(), Some("v"));
+        assert_eq!(with_value("export K=a\n", "K", "b"), "export K=b\n");
     }
 
     #[test]
@@ -290,22 +337,62 @@ mod tests {
 
     #[tokio::test]
     async fn a_reload_command_sees_only_a_clean_environment() {
-        std::env::set_var("DYNAMO_FAILOVER_TEST_SECRET", "must-not-leak");
-        std::env::set_var("DYNAMO_FAILOVER_TEST_PASSED", "passed-through");
+        // cargo runs tests with CARGO_* variables set: one stands for a token that must not leak,
+        // another is passed through by name. (No set_var: other tests run in parallel.)
+        let leak = std::env::var("CARGO_PKG_DESCRIPTION").expect("set by cargo");
+        let pass = std::env::var("CARGO_PKG_NAME").expect("set by cargo");
         let out = run_command(
             &["sh".into(), "-c".into(), "env".into()],
             &[("DYNAMODB_REGION", "us-west-2".into())],
-            &["DYNAMO_FAILOVER_TEST_PASSED".into()],
+            &["CARGO_PKG_NAME".into()],
             Duration::from_secs(5),
+            &|| true,
         )
         .await
         .unwrap();
         assert!(out.contains("DYNAMODB_REGION=us-west-2"), "{out}");
-        assert!(
-            out.contains("DYNAMO_FAILOVER_TEST_PASSED=passed-through"),
-            "{out}"
-        );
+        assert!(out.contains(&format!("CARGO_PKG_NAME={pass}")), "{out}");
         assert!(out.contains("PATH="), "{out}");
-        assert!(!out.contains("must-not-leak"), "{out}");
+        assert!(!out.contains(&leak), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_reload_command_past_its_time_is_stopped_with_what_it_started() {
+        let d = tempfile::tempdir().unwrap();
+        let marker = d.path().join("grandchild-lived");
+        let script = format!("(sleep 1; touch {}) & sleep 5", marker.display());
+        let started = std::time::Instant::now();
+        let e = run_command(
+            &["sh".into(), "-c".into(), script],
+            &[],
+            &[],
+            Duration::from_millis(200),
+            &|| true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.reason, FailReason::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(1500)).await; // longer than the grandchild's sleep
+        assert!(
+            !marker.exists(),
+            "a process the command started outlived it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_command_is_stopped_when_the_lease_ends_under_it() {
+        let allowed = std::sync::atomic::AtomicBool::new(true);
+        let started = std::time::Instant::now();
+        let cmd = ["sleep".to_string(), "5".to_string()];
+        let still = || allowed.load(std::sync::atomic::Ordering::SeqCst);
+        let run = run_command(&cmd, &[], &[], Duration::from_secs(10), &still);
+        let revoke = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            allowed.store(false, std::sync::atomic::Ordering::SeqCst);
+        };
+        let (e, ()) = tokio::join!(run, revoke);
+        assert_eq!(e.unwrap_err().reason, FailReason::Fenced);
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

@@ -65,35 +65,56 @@ impl ProbeLiveCheck {
     }
 }
 
+/// One failed probe of the target, said so a person knows whose problem it is.
+fn describe(what: &str, table: &str, region: &str, r: ProbeResult) -> String {
+    if r.is_misconfiguration() {
+        format!(
+            "{what} {table} in {region}: {} (this responder's credentials, IAM policy, table or health item, not evidence that {region} is down)",
+            r.as_str()
+        )
+    } else {
+        format!("{what} {table} in {region}: {}", r.as_str())
+    }
+}
+
 #[async_trait]
 impl LiveCheck for ProbeLiveCheck {
     async fn check(&self, to: &str, from: &str, failback: bool) -> Result<String, String> {
         let start = Instant::now();
+        // The rules' semantics: reads and writes of every required table must work; a table
+        // that is not required is reported and does not stop the move.
+        let mut notes = Vec::new();
         for table in &self.tables {
             let t = self
                 .target(to, table)
                 .ok_or_else(|| format!("unknown region {to}"))?;
             let r = self.bounded(read::probe(&t)).await;
-            if r != ProbeResult::Success {
-                return Err(format!("read of {} in {to}: {}", table.name, r.as_str()));
-            }
-            let seq = self.next_seq();
-            let w = self
-                .bounded(write::probe(&t, &self.prefix, &self.id, seq))
-                .await;
-            if w != ProbeResult::Success {
-                return Err(format!(
-                    "canary write to {} in {to}: {}",
-                    table.name,
-                    w.as_str()
-                ));
+            let w = if r == ProbeResult::Success {
+                let seq = self.next_seq();
+                self.bounded(write::probe(&t, &self.prefix, &self.id, seq))
+                    .await
+            } else {
+                ProbeResult::Success
+            };
+            let failed = [("read of", r), ("canary write to", w)]
+                .into_iter()
+                .find(|(_, res)| *res != ProbeResult::Success);
+            if let Some((what, res)) = failed {
+                let msg = describe(what, &table.name, to, res);
+                if table.required {
+                    return Err(msg);
+                }
+                notes.push(format!("{msg} (not a required table)"));
             }
         }
         let mut detail = format!(
             "{to} answered reads and writes on {} table(s) in {} ms",
-            self.tables.len(),
+            self.tables.len() - notes.len(),
             start.elapsed().as_millis()
         );
+        for n in notes {
+            detail += &format!("; {n}");
+        }
         if let (true, Some(bound)) = (failback, self.max_lag) {
             // One table is enough to measure the replication path from `from` to `to`.
             let table = &self.tables[0];

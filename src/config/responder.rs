@@ -17,6 +17,18 @@ pub const ADMIN_TOKEN_ENV: &str = "DYNAMO_FAILOVER_ADMIN_TOKEN";
 pub const DIGITALOCEAN_TOKEN_ENV: &str = "DIGITALOCEAN_TOKEN";
 pub const SLACK_URL_ENV: &str = "DYNAMO_FAILOVER_SLACK_WEBHOOK_URL";
 pub const NOTIFY_TOKEN_ENV: &str = "DYNAMO_FAILOVER_NOTIFY_TOKEN";
+/// Variables that hold the responder's secrets: never passed to a reload command.
+const SECRET_VARIABLES: &[&str] = &[
+    WEBHOOK_TOKEN_ENV,
+    ADMIN_TOKEN_ENV,
+    DIGITALOCEAN_TOKEN_ENV,
+    SLACK_URL_ENV,
+    NOTIFY_TOKEN_ENV,
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+];
+
 /// Shortest webhook or admin token accepted.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
@@ -101,6 +113,8 @@ struct RawAlerts {
     region_label: String,
     #[serde(default = "d_firing_expiry")]
     firing_expiry: String,
+    #[serde(default = "d_detail_annotation")]
+    detail_annotation: String,
 }
 
 impl Default for RawAlerts {
@@ -109,8 +123,13 @@ impl Default for RawAlerts {
             region_down: d_down_names(),
             region_label: d_region_label(),
             firing_expiry: d_firing_expiry(),
+            detail_annotation: d_detail_annotation(),
         }
     }
+}
+
+fn d_detail_annotation() -> String {
+    "operation".into()
 }
 
 fn d_firing_expiry() -> String {
@@ -385,6 +404,9 @@ pub struct AlertsConfig {
     /// this several times that.
     #[serde(with = "super::duration_text")]
     pub firing_expiry: Duration,
+    /// The annotation that says what failed (the shipped rules' `operation`: read, write or
+    /// both); notices quote it.
+    pub detail_annotation: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -671,10 +693,17 @@ impl RawResponder {
             }
         }
         for (i, name) in a.pass_env.iter().enumerate() {
+            let key = format!("responder.app.pass_env[{i}]");
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(invalid(
-                    format!("responder.app.pass_env[{i}]"),
+                    key,
                     format!("`{name}` is not an environment variable name"),
+                ));
+            }
+            if SECRET_VARIABLES.contains(&name.as_str()) {
+                return Err(invalid(
+                    key,
+                    format!("`{name}` holds a secret; reload commands never get it"),
                 ));
             }
         }
@@ -790,6 +819,7 @@ impl RawResponder {
                 region_down: self.alerts.region_down,
                 region_label: self.alerts.region_label,
                 firing_expiry,
+                detail_annotation: self.alerts.detail_annotation,
             },
             policy,
             app,

@@ -120,6 +120,7 @@ pub(super) async fn run(engine: Arc<Engine>) {
 }
 
 async fn perform(engine: &Arc<Engine>, work: Work) -> Outcome {
+    let lease_epoch = engine.authority().lease_epoch();
     let (epoch, event) = match work {
         Work::Check {
             epoch,
@@ -178,6 +179,16 @@ async fn perform(engine: &Arc<Engine>, work: Work) -> Outcome {
             }
         },
     };
+    // Only the replica that still leads, under the lease it did the work under, records the
+    // outcome: a deposed leader's late failure must not fail the new leader's plan. (The new
+    // leader repeats the work; it is idempotent.)
+    if !engine.authority().holds() || engine.authority().lease_epoch() != lease_epoch {
+        tracing::error!(
+            epoch,
+            "the lease changed hands during this work; its outcome is left to the current leader"
+        );
+        return Outcome::Fenced;
+    }
     match engine.submit(std::slice::from_ref(&event)).await {
         Ok(_) => Outcome::Recorded,
         Err(e) => {
@@ -202,6 +213,10 @@ impl Fence for PlanFence<'_> {
                 .plan
                 .as_ref()
                 .is_some_and(|p| p.epoch == self.epoch && p.status == PlanStatus::Running)
+    }
+
+    fn acting_for(&self) -> Option<Duration> {
+        self.engine.authority().acting_for()
     }
 }
 
@@ -278,6 +293,7 @@ mod tests {
             region: "a".into(),
             firing: true,
             starts_at_ms: 1,
+            detail: None,
         };
         let s = decide(&s, &fire, 10, &policy, &steps).state;
         assert_eq!(

@@ -291,10 +291,11 @@ impl Engine {
         events: &[Event],
         wait: Option<Duration>,
     ) -> Result<Submitted, SubmitError> {
-        // Fast path for repeats and duplicates: alerts the latest stored state already accounts
-        // for are durable already and change nothing. Alert records only move forward, so one
-        // known to this snapshot is known to any newer state. (Time-based follow-ups are the
-        // ticker's job.)
+        // Fast path for repeats and duplicates: alerts the latest published state already
+        // accounts for are durable already and change nothing. (A replica's published state can
+        // lag another replica's writes by one refresh; an alert that state has since expired or
+        // evicted is sent again by Alertmanager within its repeat interval. Time-based follow-ups
+        // are the ticker's job.)
         let nothing = || Submitted {
             refusals: vec![None; events.len()],
             changed: false,
@@ -341,7 +342,19 @@ impl Engine {
             }
             let changed = state != cur.state;
             if changed {
-                match self.parts.store.save(&state, cur.version).await {
+                let saved = match self.parts.store.save(&state, cur.version).await {
+                    // The answer was lost (a timeout), but the write may have landed: look, so a
+                    // stored change is never answered as a refusal and its effects not lost.
+                    Err(StoreError::Unavailable(why)) => match self.parts.store.load().await {
+                        Ok(Some(v)) if v.version == cur.version + 1 && v.state == state => {
+                            tracing::warn!(error = %why, "a save's answer was lost, but it was stored");
+                            Ok(v.version)
+                        }
+                        _ => Err(StoreError::Unavailable(why)),
+                    },
+                    other => other,
+                };
+                match saved {
                     Ok(version) => {
                         cur.version = version;
                         cur.state = state.clone();

@@ -77,6 +77,16 @@ impl Authority {
         self.lease_epoch.load(Ordering::SeqCst)
     }
 
+    /// How much longer this replica may act: None for a lone responder.
+    pub fn acting_for(&self) -> Option<Duration> {
+        if !self.replicated {
+            return None;
+        }
+        let until = self.act_until_ms.load(Ordering::SeqCst);
+        let now = self.since_origin_ms(Instant::now());
+        Some(Duration::from_millis(until.saturating_sub(now)))
+    }
+
     /// Whether [`Authority::stop`] was called.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
@@ -126,6 +136,26 @@ impl Engine {
             ha.replica.clone(),
             ha.lease.clone(),
         );
+        // Followers keep their view of the shared state fresh in a task of their own, so a slow
+        // read or a busy state never delays a renewal.
+        {
+            let me = self.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(every);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = t.tick() => {}
+                        _ = stop.wait() => return,
+                    }
+                    if let Err(e) = me.refresh().await {
+                        me.count_store_error("load");
+                        tracing::error!(error = %e, "cannot read the shared state");
+                    }
+                }
+            });
+        }
         let me = self.clone();
         Some(tokio::spawn(async move {
             let mut t = tokio::time::interval(every);
@@ -152,7 +182,7 @@ impl Engine {
                 if draining.is_some() && !me.authority().flagged() {
                     break; // nothing held, nothing to keep
                 }
-                let was = me.authority().holds();
+                let was = me.authority().may_act();
                 // The instant is taken before the wall-clock time the store records, so this
                 // replica's deadline is never later than the stored expiry.
                 let sent = Instant::now();
@@ -166,9 +196,14 @@ impl Engine {
                             "holds the lease but cannot read the shared state; not acting yet");
                     }
                     Ok(view) => {
+                        let epoch_before = me.authority().lease_epoch();
                         me.authority().granted(sent, duration, margin, view.epoch);
                         if !was && draining.is_none() {
-                            tracing::warn!(replica = %replica, lease_epoch = view.epoch, "became the leader");
+                            if epoch_before != view.epoch {
+                                tracing::warn!(replica = %replica, lease_epoch = view.epoch, "became the leader");
+                            }
+                            // May act again (taken, or renewed after the window had lapsed): a
+                            // driver that stopped at its fence waits for exactly this.
                             me.wake_driver();
                         }
                     }
@@ -184,12 +219,6 @@ impl Engine {
                     }
                 }
                 me.observe_role();
-                if draining.is_none() {
-                    if let Err(e) = me.refresh().await {
-                        me.count_store_error("load");
-                        tracing::error!(error = %e, "cannot read the shared state");
-                    }
-                }
             }
             if draining.is_none() {
                 return; // the shutdown signal's sender went away without firing

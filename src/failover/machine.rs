@@ -24,6 +24,16 @@ pub const MAX_ALERTS_PER_REGION: usize = 16;
 /// Longest text from outside (a step's or live check's detail) kept in the state, in bytes.
 pub const MAX_TEXT: usize = 512;
 
+/// An alert's detail as kept: one short line.
+fn clip_detail(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().trim();
+    let mut end = line.len().min(64);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_string()
+}
+
 /// `text` cut to [`MAX_TEXT`] bytes at a character boundary, marked when cut.
 pub fn clip(text: &str) -> String {
     if text.len() <= MAX_TEXT {
@@ -83,6 +93,8 @@ pub enum Event {
         region: String,
         firing: bool,
         starts_at_ms: u64,
+        /// What the alert says failed (its detail annotation, e.g. `write`), for notices.
+        detail: Option<String>,
     },
     /// Time passes: deferred moves, stabilised failbacks and plan retries happen here.
     Tick,
@@ -240,6 +252,11 @@ fn seen(
     if a.starts_at_ms > starts || (a.starts_at_ms == starts && !a.firing && !a.expired && firing) {
         return Seen::Stale;
     }
+    // Alertmanager's own resolved for an episode that expired here: recorded, so a late
+    // firing copy after it is stale again.
+    if a.expired && !firing {
+        return Seen::New;
+    }
     if a.starts_at_ms == starts && a.firing == firing && a.region == region {
         return Seen::Repeat {
             refresh: firing && now.saturating_sub(a.seen_ms) >= p.refresh_after_ms(),
@@ -258,6 +275,7 @@ pub fn is_known_alert(s: &State, event: &Event, now: u64, policy: &Policy) -> bo
         region,
         firing,
         starts_at_ms,
+        ..
     } = event
     else {
         return false;
@@ -335,6 +353,7 @@ fn apply(
             region,
             firing,
             starts_at_ms,
+            detail,
         } => {
             if !s.health.contains_key(region) {
                 return Ok(()); // unknown regions are reported by the caller and change nothing
@@ -356,6 +375,7 @@ fn apply(
                             updated_ms: now,
                             seen_ms: now,
                             expired: false,
+                            detail: detail.as_deref().map(clip_detail),
                         },
                     );
                     bound_alerts(s, region);
@@ -538,7 +558,7 @@ fn operator_move(
             // Retry the failed plan now, keeping what is done.
             let mut p = s.plan.take().expect("present");
             p.trigger = Trigger::Operator;
-            restart(&mut p, fx);
+            restart(&mut p, steps, fx);
             s.plan = Some(p);
             s.pinned = kind == Kind::Failover && to != policy.home();
             return Ok(());
@@ -603,7 +623,7 @@ fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &[StepSpec], fx: &
                         p.trigger,
                     ));
                 } else {
-                    restart(&mut p, fx);
+                    restart(&mut p, steps, fx);
                     s.plan = Some(p);
                     return;
                 }
@@ -677,7 +697,21 @@ fn wanted_move(
             .is_some_and(|h| !h.down && h.live_failed_ms.is_none())
     };
     if s.is_down(&s.active) {
-        let reason = format!("{} is unavailable (region-down alert firing)", s.active);
+        let failing: std::collections::BTreeSet<&str> = s
+            .alerts
+            .values()
+            .filter(|a| a.firing && a.region == s.active)
+            .filter_map(|a| a.detail.as_deref())
+            .collect();
+        let reason = if failing.is_empty() {
+            format!("{} is unavailable (region-down alert firing)", s.active)
+        } else {
+            let what = failing.into_iter().collect::<Vec<_>>().join("; ");
+            format!(
+                "{} is unavailable (region-down alert firing: {what} failing)",
+                s.active
+            )
+        };
         let target = policy
             .regions
             .iter()
@@ -763,7 +797,24 @@ fn start(
     s.plan = Some(plan);
 }
 
-fn restart(p: &mut Plan, fx: &mut Vec<Effect>) {
+/// Retries a failed plan. Its steps are rebuilt from the configured ones (a step removed from the
+/// config is dropped, an added one is to do), keeping what is done by name.
+fn restart(p: &mut Plan, steps: &[StepSpec], fx: &mut Vec<Effect>) {
+    p.steps = steps
+        .iter()
+        .map(|spec| {
+            p.steps
+                .iter()
+                .find(|st| st.name == spec.name)
+                .cloned()
+                .unwrap_or(StepState {
+                    name: spec.name.clone(),
+                    kind: spec.kind,
+                    done: false,
+                    detail: None,
+                })
+        })
+        .collect();
     p.status = PlanStatus::Checking;
     p.attempts += 1;
     p.failed_ms = None;

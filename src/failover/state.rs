@@ -58,13 +58,15 @@ fn migrate_v1(body: &mut serde_json::Value) {
     }
 }
 
-/// Version 2 did not record when an alert was last sent; its last change stands in.
+/// Version 2 did not record when an alert was last sent (its repeats changed nothing): 0 marks
+/// it unknown, and [`State::adopt`] counts it as sent at load time, so a long-firing alert does
+/// not expire at the first tick after an upgrade.
 fn migrate_v2(body: &mut serde_json::Value) {
     let Some(alerts) = body.get_mut("alerts").and_then(|a| a.as_object_mut()) else {
         return;
     };
     for a in alerts.values_mut() {
-        a["seen_ms"] = a["updated_ms"].clone();
+        a["seen_ms"] = serde_json::json!(0);
     }
 }
 
@@ -144,6 +146,9 @@ pub struct AlertInstance {
     /// (unlike a resolved Alertmanager sent, a later firing copy revives it).
     #[serde(default)]
     pub expired: bool,
+    /// What the alert said failed (its detail annotation), kept short.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +267,11 @@ impl State {
                 });
         }
         self.health.retain(|r, _| policy.regions.contains(r));
+        for a in self.alerts.values_mut() {
+            if a.seen_ms == 0 {
+                a.seen_ms = now; // migrated from a version that did not record it
+            }
+        }
         self
     }
 
@@ -298,5 +308,26 @@ mod tests {
         );
         let e = decode(99, serde_json::json!({})).unwrap_err();
         assert!(e.contains("schema version 99"), "{e}");
+    }
+
+    #[test]
+    fn a_version_2_alert_counts_as_sent_when_loaded() {
+        let v2 = serde_json::json!({
+            "epoch": 0, "active": "a", "app_region": "a", "paused": false, "pinned": false,
+            "plan": null, "last_transition_ms": null, "health": {}, "blocked": null, "history": [],
+            "alerts": {"f": {"region": "b", "starts_at_ms": 1, "firing": true, "updated_ms": 5}}
+        });
+        let s = decode(2, v2).unwrap();
+        assert_eq!(s.alerts["f"].seen_ms, 0);
+        let policy = super::super::machine::Policy {
+            regions: vec!["a".into(), "b".into()],
+            min_interval_ms: 0,
+            stabilisation_ms: 0,
+            auto_failback: true,
+            retry_backoff_ms: 0,
+            live_check_cooldown_ms: 0,
+            alert_expiry_ms: 1000,
+        };
+        assert_eq!(s.adopt(&policy, 777).alerts["f"].seen_ms, 777);
     }
 }

@@ -94,9 +94,13 @@ pub struct Target {
 }
 
 /// Maps an SDK error to the probe result it stands for.
-pub fn classify<E: ProvideErrorMetadata>(
+pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> ProbeResult {
+    // No credentials, or a provider that could not load them: ours to fix, not the region's.
+    if !matches!(err, SdkError::ServiceError(_)) && credentials_failed(err) {
+        return ProbeResult::AccessDenied;
+    }
     match err {
         SdkError::TimeoutError(_) => ProbeResult::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => ProbeResult::Timeout,
@@ -108,6 +112,35 @@ pub fn classify<E: ProvideErrorMetadata>(
             classify_service(s.err().code(), status)
         }
         _ => ProbeResult::ClientError,
+    }
+}
+
+/// Whether the error chain holds a credentials-provider failure (no credentials in the chain, an
+/// expired role, an unreachable metadata service answering nothing usable).
+fn credentials_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(x) = e {
+        if x.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        e = x.source();
+    }
+    false
+}
+
+impl ProbeResult {
+    /// Results that mean the prober is misconfigured or the fixture is broken (credentials, IAM,
+    /// the table, the health item, a shared prober id): they never vote a region down, and a
+    /// live check that meets one says it is ours to fix.
+    pub fn is_misconfiguration(self) -> bool {
+        matches!(
+            self,
+            ProbeResult::AccessDenied
+                | ProbeResult::TableNotFound
+                | ProbeResult::ClientError
+                | ProbeResult::MissingItem
+                | ProbeResult::ConditionFailed
+        )
     }
 }
 

@@ -185,11 +185,15 @@ pub struct Exporter {
 
 impl Exporter {
     pub async fn spawn(config_text: &str) -> Exporter {
+        Self::spawn_with(config_text, sdk_config().await).await
+    }
+
+    /// [`Exporter::spawn`] with this AWS configuration (credentials) instead of the test one.
+    pub async fn spawn_with(config_text: &str, shared: aws_config::SdkConfig) -> Exporter {
         let config = Config::parse(config_text).expect("test config is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (trigger, stop) = shutdown::channel();
-        let shared = sdk_config().await;
         tokio::spawn(dynamo_failover::exporter::run(
             config, shared, listener, stop,
         ));
@@ -367,5 +371,102 @@ async fn carry(
         _ = up => {}
         _ = down => {}
         _ = link.wait_for(|l| *l == Link::Cut) => {}
+    }
+}
+
+/// An HTTP stand-in in front of one moto region that can refuse every write (PutItem answers
+/// 500 InternalServerError) while reads still pass: a region whose write path is down.
+pub struct WriteGate {
+    pub port: u16,
+    refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WriteGate {
+    pub async fn start(upstream: u16) -> WriteGate {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let http = reqwest::Client::new();
+        let state = (refuse.clone(), http, upstream);
+        type S = (
+            std::sync::Arc<std::sync::atomic::AtomicBool>,
+            reqwest::Client,
+            u16,
+        );
+        async fn forward(
+            State((refuse, http, upstream)): State<S>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> (StatusCode, HeaderMap, Bytes) {
+            let target = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if refuse.load(std::sync::atomic::Ordering::SeqCst) && target.ends_with(".PutItem") {
+                let mut h = HeaderMap::new();
+                h.insert(
+                    "content-type",
+                    "application/x-amz-json-1.0".parse().unwrap(),
+                );
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    h,
+                    Bytes::from_static(
+                        br#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"the write path is down"}"#,
+                    ),
+                );
+            }
+            let mut req = http.request(
+                method,
+                format!(
+                    "http://127.0.0.1:{upstream}{}",
+                    uri.path_and_query().map_or("/", |p| p.as_str())
+                ),
+            );
+            for (k, v) in &headers {
+                if k != "host" && k != "content-length" {
+                    req = req.header(k, v);
+                }
+            }
+            match req.body(body).send().await {
+                Ok(r) => {
+                    let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+                    let mut h = HeaderMap::new();
+                    for (k, v) in r.headers() {
+                        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                            h.insert(k.clone(), v.clone());
+                        }
+                    }
+                    (status, h, r.bytes().await.unwrap_or_default())
+                }
+                Err(_) => (StatusCode::BAD_GATEWAY, HeaderMap::new(), Bytes::new()),
+            }
+        }
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        WriteGate { port, refuse, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on every PutItem is answered 500 (`on`), or passed through again.
+    pub fn refuse_writes(&self, on: bool) {
+        self.refuse.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for WriteGate {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

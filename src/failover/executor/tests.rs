@@ -225,6 +225,7 @@ fn fire(region: &str) -> Event {
         region: region.into(),
         firing: true,
         starts_at_ms: 1,
+        detail: None,
     }
 }
 

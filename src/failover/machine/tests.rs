@@ -41,6 +41,7 @@ fn fire(region: &str) -> Event {
         region: region.into(),
         firing: true,
         starts_at_ms: 100,
+        detail: None,
     }
 }
 
@@ -50,6 +51,7 @@ fn resolve(region: &str) -> Event {
         region: region.into(),
         firing: false,
         starts_at_ms: 100,
+        detail: None,
     }
 }
 
@@ -456,6 +458,7 @@ fn a_home_region_that_flaps_is_never_failed_back_to() {
                 region: "a".into(),
                 firing: false,
                 starts_at_ms: 100 + cycle,
+                detail: None,
             }],
             t,
         );
@@ -472,6 +475,7 @@ fn a_home_region_that_flaps_is_never_failed_back_to() {
                 region: "a".into(),
                 firing: true,
                 starts_at_ms: 101 + cycle,
+                detail: None,
             }],
             t,
         );
@@ -507,6 +511,7 @@ fn a_resolved_that_overtakes_its_firing_causes_no_transition() {
             region: "a".into(),
             firing: true,
             starts_at_ms: 200,
+            detail: None,
         },
         NOW + 20,
     );
@@ -542,6 +547,7 @@ fn the_known_alert_shortcut_agrees_with_decide() {
                         region: region.into(),
                         firing,
                         starts_at_ms,
+                        detail: None,
                     });
                 }
             }
@@ -736,6 +742,7 @@ fn alert(fp: String, region: &str, firing: bool, starts_at_ms: u64) -> Event {
         region: region.into(),
         firing,
         starts_at_ms,
+        detail: None,
     }
 }
 
@@ -917,4 +924,42 @@ fn the_stored_state_stays_under_128_kib_whatever_is_sent() {
         s.history.len()
     );
     assert!(size < 128 * 1024, "{size} bytes");
+}
+
+#[test]
+fn alertmanagers_resolved_for_an_expired_alert_wins_over_a_late_firing_copy() {
+    let expiry = policy().alert_expiry_ms;
+    let s = feed(steady_home(), &[fire("b")], NOW);
+    let s = feed(s, &[Event::Tick], NOW + expiry);
+    assert!(s.alerts["f-b"].expired);
+    // The resolved arrives, then a stale firing copy from the other Alertmanager.
+    let s = feed(s, &[resolve("b")], NOW + expiry + 1);
+    assert!(!s.alerts["f-b"].expired && !s.alerts["f-b"].firing);
+    assert!(is_known_alert(&s, &fire("b"), NOW + expiry + 2, &policy()));
+    let s = feed(s, &[fire("b")], NOW + expiry + 2);
+    assert!(
+        !s.health["b"].down,
+        "a late firing copy revived a resolved alert"
+    );
+}
+
+#[test]
+fn a_failed_plan_is_retried_with_the_steps_configured_now() {
+    let s = failed(); // failed at load_balancer:x, app_config done
+    let fewer: Vec<StepSpec> = steps()
+        .into_iter()
+        .filter(|st| st.name != "load_balancer:x")
+        .collect();
+    let d = decide(
+        &s,
+        &Event::Failover { to: "b".into() },
+        NOW,
+        &policy(),
+        &fewer,
+    );
+    let p = d.state.plan.as_ref().unwrap();
+    let names: Vec<&str> = p.steps.iter().map(|st| st.name.as_str()).collect();
+    assert_eq!(names, ["app_config", "dns:example.com/1"]);
+    assert!(p.steps[0].done, "what was done stays done");
+    assert!(!p.steps[1].done);
 }
