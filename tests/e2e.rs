@@ -22,6 +22,8 @@ struct Chain {
     procs: Vec<Child>,
     prom: String,
     dir: tempfile::TempDir,
+    /// Between every prober and us-east-1, with `east_gated`: can refuse writes.
+    gate: Option<WriteGate>,
 }
 
 fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> Child {
@@ -48,9 +50,15 @@ async fn wait_http_ok(url: &str, what: &str) {
 }
 
 impl Chain {
-    /// Starts everything. `blackhole_east_for` names probers whose path to us-east-1 is cut.
-    async fn start(blackhole_east_for: &[&str]) -> Chain {
+    /// Starts everything. `blackhole_east_for` names probers whose path to us-east-1 is cut;
+    /// with `east_gated` every prober reaches us-east-1 through a [`WriteGate`].
+    async fn start(blackhole_east_for: &[&str], east_gated: bool) -> Chain {
         let stack = Stack::start(Knobs::default()).await;
+        let gate = if east_gated {
+            Some(WriteGate::start(stack.east.port).await)
+        } else {
+            None
+        };
         let dir = tempfile::tempdir().unwrap();
         let (hole, _h) = blackhole().await;
         std::mem::forget(_h); // the blackhole lives as long as the test
@@ -60,6 +68,8 @@ impl Chain {
             let port = free_port();
             let east = if blackhole_east_for.contains(&prober) {
                 hole.clone()
+            } else if let Some(g) = &gate {
+                g.endpoint()
             } else {
                 stack.east.endpoint()
             };
@@ -145,6 +155,7 @@ impl Chain {
             procs,
             prom,
             dir,
+            gate,
         };
         wait_until(
             Duration::from_secs(30),
@@ -201,7 +212,7 @@ async fn steady(s: &Stack) -> Value {
 
 #[tokio::test]
 async fn a_dead_home_region_fails_over_once_and_back_once_through_prometheus_and_alertmanager() {
-    let mut c = Chain::start(&[]).await;
+    let mut c = Chain::start(&[], false).await;
     let s = &c.stack;
     assert_eq!(s.active_region().await, EAST);
 
@@ -312,7 +323,7 @@ fn unix_now() -> u64 {
 
 #[tokio::test]
 async fn one_prober_cut_off_from_the_home_region_moves_nothing() {
-    let c = Chain::start(&["p3"]).await;
+    let c = Chain::start(&["p3"], false).await;
     // p3 votes failing, the other two do not.
     wait_until(
         Duration::from_secs(20),
@@ -344,4 +355,43 @@ async fn one_prober_cut_off_from_the_home_region_moves_nothing() {
         (Some(EAST), Some(0))
     );
     assert!(c.stack.fake.changes().is_empty());
+}
+
+#[tokio::test]
+async fn a_home_region_that_refuses_writes_but_serves_reads_fails_over_once() {
+    let c = Chain::start(&[], true).await;
+    let s = &c.stack;
+    let fault = Instant::now();
+    c.gate.as_ref().unwrap().refuse_writes(true);
+    wait_until(
+        MOVE_BUDGET,
+        "the verified move to us-west-2 within the budget",
+        || async {
+            let st = steady(s).await;
+            st["active_region"] == WEST && st["plan"].is_null()
+        },
+    )
+    .await;
+    println!(
+        "write-only outage to verified move: {:.2} s",
+        fault.elapsed().as_secs_f64()
+    );
+    // Reads kept working the whole time: it was the writes that voted.
+    assert_eq!(
+        c.value("max(dynamodb:region_prober_operation:failing{region=\"us-east-1\",operation=\"read\"})")
+            .await,
+        Some(0.0)
+    );
+    let started = s.inbox.titled("started");
+    assert!(
+        started.iter().any(|n| n["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("write failing"))),
+        "the notice does not say which operation failed: {started:?}"
+    );
+    // The writes stay down: nothing else moves.
+    tokio::time::sleep(Duration::from_secs(4)).await; // an observation window for "no other transition"
+    let st = steady(s).await;
+    assert_eq!(st["transitions"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["epoch"], 1);
 }
