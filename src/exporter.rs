@@ -10,7 +10,8 @@ use tokio::net::TcpListener;
 use crate::aws;
 use crate::config::Config;
 use crate::http::{exporter_router, ExporterState};
-use crate::metrics::{register_common, ProbeMetrics};
+use crate::metrics::register_common;
+use crate::probe::metrics::ProbeMetrics;
 use crate::probe::{scheduler, Operation};
 use crate::shutdown::Shutdown;
 

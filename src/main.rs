@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dynamo_failover::config::Config;
 use dynamo_failover::shutdown;
 
-mod client;
+mod operator;
 
 #[derive(Parser)]
 #[command(
@@ -102,13 +102,15 @@ fn main() -> ExitCode {
         Command::Exporter => run_on(Runtime::OneThread, run_exporter(config)),
         Command::Responder => run(run_responder(config)),
         Command::Serve => run(run_both(config)),
-        Command::Status(c) => run(client::call(config, c.url, client::Action::Status)),
-        Command::Failover { to, client: c } => {
-            run(client::call(config, c.url, client::Action::Failover(to)))
-        }
-        Command::Failback(c) => run(client::call(config, c.url, client::Action::Failback)),
-        Command::Pause(c) => run(client::call(config, c.url, client::Action::Pause)),
-        Command::Resume(c) => run(client::call(config, c.url, client::Action::Resume)),
+        Command::Status(c) => run(operator::call(config, c.url, operator::Action::Status)),
+        Command::Failover { to, client: c } => run(operator::call(
+            config,
+            c.url,
+            operator::Action::Failover(to),
+        )),
+        Command::Failback(c) => run(operator::call(config, c.url, operator::Action::Failback)),
+        Command::Pause(c) => run(operator::call(config, c.url, operator::Action::Pause)),
+        Command::Resume(c) => run(operator::call(config, c.url, operator::Action::Resume)),
         Command::Adopt { region } => run(async move {
             let shared = dynamo_failover::aws::load_shared().await;
             let said = dynamo_failover::responder::adopt(&config, &shared, &region).await?;

@@ -16,10 +16,11 @@ use crate::config::Config;
 use crate::failover::executor::{Engine, Parts};
 use crate::failover::lease::Ha;
 use crate::failover::machine::Event;
+use crate::failover::metrics::ResponderMetrics;
 use crate::failover::notices::{self, Channels, Links};
 use crate::http::responder::{router, ResponderState};
 use crate::http::serve::{serve, ConnMetrics, Limits};
-use crate::metrics::{register_common, ResponderMetrics};
+use crate::metrics::register_common;
 use crate::ports::{
     Clock, FailReason, Lease, Notifier, Placement, Reading, StateStore, Step, StepCtx, SystemClock,
 };

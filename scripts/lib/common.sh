@@ -40,25 +40,3 @@ ensure_venv() {
   "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' boto3
 }
 export MOTO_SERVER="$VENV/bin/moto_server"
-
-# A free TCP port on 127.0.0.1.
-free_port() {
-  "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# Waits until a URL answers (any HTTP status), or fails after $2 seconds.
-wait_http() {
-  local url=$1 limit=${2:-30} i=0
-  until "$VENV/bin/python" - "$url" <<'PY' 2>/dev/null
-import sys, urllib.request, urllib.error
-try:
-    urllib.request.urlopen(sys.argv[1], timeout=1)
-except urllib.error.HTTPError:
-    pass
-PY
-  do
-    i=$((i + 1))
-    [ "$i" -gt $((limit * 5)) ] && return 1
-    sleep 0.2
-  done
-}

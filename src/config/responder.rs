@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{invalid, parse_duration, ConfigError, RegionConfig};
-use crate::failover::machine::Policy;
 use crate::secret::Secret;
 
 pub const WEBHOOK_TOKEN_ENV: &str = "DYNAMO_FAILOVER_WEBHOOK_TOKEN";
@@ -502,21 +501,6 @@ mod opt_duration {
         match d {
             Some(d) => s.serialize_str(&super::super::fmt_duration(*d)),
             None => s.serialize_none(),
-        }
-    }
-}
-
-impl ResponderConfig {
-    /// The decision policy for [`crate::failover::machine::decide`].
-    pub fn policy(&self, regions: &[RegionConfig]) -> Policy {
-        Policy {
-            regions: regions.iter().map(|r| r.name.clone()).collect(),
-            min_interval_ms: self.policy.min_interval.as_millis() as u64,
-            stabilisation_ms: self.policy.stabilisation.as_millis() as u64,
-            auto_failback: self.policy.auto_failback,
-            retry_backoff_ms: self.policy.retry_backoff.as_millis() as u64,
-            live_check_cooldown_ms: self.policy.live_check_cooldown.as_millis() as u64,
-            alert_expiry_ms: self.alerts.firing_expiry.as_millis() as u64,
         }
     }
 }

@@ -16,7 +16,7 @@ use super::lease::{Authority, Ha};
 use super::machine::{decide, is_known_alert, Effect, Event, Notice, Policy, Refusal, StepSpec};
 use super::notices::NoticeQueue;
 use super::state::{Plan, PlanStatus, State};
-use crate::metrics::ResponderMetrics;
+use crate::failover::metrics::ResponderMetrics;
 use crate::ports::{Clock, LiveCheck, StateStore, Step, StoreError};
 
 /// Everything the engine drives.

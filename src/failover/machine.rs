@@ -46,6 +46,21 @@ pub fn clip(text: &str) -> String {
     format!("{}...", &text[..end])
 }
 
+/// The decision policy of a validated config (the config knows nothing of the decision).
+impl crate::config::ResponderConfig {
+    pub fn policy(&self, regions: &[crate::config::RegionConfig]) -> Policy {
+        Policy {
+            regions: regions.iter().map(|r| r.name.clone()).collect(),
+            min_interval_ms: self.policy.min_interval.as_millis() as u64,
+            stabilisation_ms: self.policy.stabilisation.as_millis() as u64,
+            auto_failback: self.policy.auto_failback,
+            retry_backoff_ms: self.policy.retry_backoff.as_millis() as u64,
+            live_check_cooldown_ms: self.policy.live_check_cooldown.as_millis() as u64,
+            alert_expiry_ms: self.alerts.firing_expiry.as_millis() as u64,
+        }
+    }
+}
+
 /// The validated failover policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -267,7 +282,7 @@ fn seen(
 
 /// True when `event` is an alert the state already accounts for: a duplicate, a repeat, a late
 /// copy of an older episode, a firing overtaken by its resolved, or an unknown region. Applying it
-/// changes nothing, so it needs no write. (It reads the same [`seen`] as `apply`; a test checks
+/// changes nothing, so it needs no write. (It reads the same `seen` as `apply`; a test checks
 /// the two agree.)
 pub fn is_known_alert(s: &State, event: &Event, now: u64, policy: &Policy) -> bool {
     let Event::Alert {

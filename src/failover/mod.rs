@@ -2,9 +2,10 @@
 //! records events and publishes the state, the [`driver`] that carries a plan out, the [`lease`]
 //! that says who may act, and the [`notices`] for people.
 
-pub(crate) mod driver;
+pub mod driver;
 pub mod executor;
 pub mod lease;
 pub mod machine;
+pub mod metrics;
 pub mod notices;
 pub mod state;

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use super::machine::{Notice, NoticeKind, Policy};
 use super::state::State;
-use crate::metrics::ResponderMetrics;
+use crate::failover::metrics::ResponderMetrics;
 use crate::ports::{LagSource, Message, Notifier};
 
 /// Where people can look, for notification links.

@@ -23,8 +23,8 @@ use crate::config::responder::AlertsConfig;
 use crate::failover::executor::{Engine, SubmitError, Submitted};
 use crate::failover::machine::Event;
 use crate::failover::machine::Refusal;
+use crate::failover::metrics::{ResponderMetrics, WebhookResult};
 use crate::failover::state::PlanStatus;
-use crate::metrics::{ResponderMetrics, WebhookResult};
 use crate::secret::Secret;
 
 /// What the responder's handlers read.

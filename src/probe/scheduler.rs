@@ -18,7 +18,7 @@ use super::replication::TableLedgers;
 use super::write::Sequence;
 use super::{read, replication, write, Operation, ProbeResult, Target};
 use crate::config::Config;
-use crate::metrics::ProbeMetrics;
+use crate::probe::metrics::ProbeMetrics;
 use crate::shutdown::Shutdown;
 
 /// Extra time past the configured overall timeout before the scheduler cuts a probe off itself;
