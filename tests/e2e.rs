@@ -37,7 +37,7 @@ fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> Child {
 
 async fn wait_http_ok(url: &str, what: &str) {
     let http = reqwest::Client::new();
-    wait_until(Duration::from_secs(30), what, || {
+    wait_until(START_LIMIT, what, || {
         let (http, url) = (http.clone(), url.to_string());
         async move {
             http.get(&url)
@@ -64,8 +64,8 @@ impl Chain {
         std::mem::forget(_h); // the blackhole lives as long as the test
         let mut procs = Vec::new();
         let mut exporters = Vec::new();
+        // Every process binds port 0; the ports are read back from its log or from /proc.
         for prober in ["p1", "p2", "p3"] {
-            let port = free_port();
             let east = if blackhole_east_for.contains(&prober) {
                 hole.clone()
             } else if let Some(g) = &gate {
@@ -75,7 +75,7 @@ impl Chain {
             };
             let cfg = format!(
                 "[prober]\nid = \"{prober}\"\ninterval = \"1s\"\nattempt_timeout = \"300ms\"\ntimeout = \"800ms\"\n\n\
-                 [exporter]\nlisten = \"127.0.0.1:{port}\"\n\n\
+                 [exporter]\nlisten = \"127.0.0.1:0\"\n\n\
                  [[region]]\nname = \"{EAST}\"\nendpoint = \"{east}\"\npriority = 1\n\n\
                  [[region]]\nname = \"{WEST}\"\nendpoint = \"{west}\"\npriority = 2\n\n\
                  [[table]]\nname = \"{TABLE}\"\n",
@@ -83,36 +83,43 @@ impl Chain {
             );
             let path = dir.path().join(format!("{prober}.toml"));
             std::fs::write(&path, cfg).unwrap();
-            procs.push(spawn_logged(
+            let mut child = spawn_logged(
                 dir.path(),
                 prober,
                 Command::new(BIN)
-                    .args(["exporter", "--config"])
+                    .args(["exporter", "--log-format", "json", "--config"])
                     .arg(&path)
                     .env("AWS_ACCESS_KEY_ID", "testing")
                     .env("AWS_SECRET_ACCESS_KEY", "testing")
                     .env("AWS_EC2_METADATA_DISABLED", "true"),
-            ));
+            );
+            let log = dir.path().join(format!("{prober}.log"));
+            let port = wait_logged_port(&mut child, &log, "exporter started").await;
+            procs.push(child);
             exporters.push(format!("127.0.0.1:{port}"));
         }
-        let (prom_port, am_port) = (free_port(), free_port());
         let profile = dir.path().join("profile");
-        let out = std::process::Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/profile.py"))
-            .arg(&profile)
-            .args(["--fast", "--exporters", &exporters.join(",")])
-            .args(["--responder", &format!("127.0.0.1:{}", stack.port)])
-            .args(["--alertmanager", &format!("127.0.0.1:{am_port}")])
-            .arg("--webhook-token-file")
-            .arg(stack.path("webhook.token"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "profile.py: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        procs.push(spawn_logged(
+        // The monitoring files, derived from the shipped ones; Prometheus needs Alertmanager's
+        // address, known once Alertmanager listens.
+        let derive = |alertmanager: &str| {
+            let out = std::process::Command::new("python3")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/profile.py"))
+                .arg(&profile)
+                .args(["--fast", "--exporters", &exporters.join(",")])
+                .args(["--responder", &format!("127.0.0.1:{}", stack.port)])
+                .args(["--alertmanager", alertmanager])
+                .arg("--webhook-token-file")
+                .arg(stack.path("webhook.token"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "profile.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        derive("127.0.0.1:9");
+        let mut am = spawn_logged(
             dir.path(),
             "alertmanager",
             Command::new("prometheus-alertmanager")
@@ -124,11 +131,13 @@ impl Chain {
                     "--storage.path={}",
                     dir.path().join("am-data").display()
                 ))
-                .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-                .arg(format!("--web.external-url=http://127.0.0.1:{am_port}"))
+                .arg("--web.listen-address=127.0.0.1:0")
                 .arg("--cluster.listen-address="),
-        ));
-        procs.push(spawn_logged(
+        );
+        let am_port = wait_listening(&mut am, "Alertmanager").await;
+        procs.push(am);
+        derive(&format!("127.0.0.1:{am_port}"));
+        let mut prometheus = spawn_logged(
             dir.path(),
             "prometheus",
             Command::new("prometheus")
@@ -140,9 +149,10 @@ impl Chain {
                     "--storage.tsdb.path={}",
                     dir.path().join("prom-data").display()
                 ))
-                .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-                .arg(format!("--web.external-url=http://127.0.0.1:{prom_port}")),
-        ));
+                .arg("--web.listen-address=127.0.0.1:0"),
+        );
+        let prom_port = wait_listening(&mut prometheus, "Prometheus").await;
+        procs.push(prometheus);
         let prom = format!("http://127.0.0.1:{prom_port}");
         wait_http_ok(
             &format!("http://127.0.0.1:{am_port}/-/ready"),

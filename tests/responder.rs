@@ -111,10 +111,7 @@ async fn a_real_firing_body_moves_traffic_everywhere_and_says_so() {
         text.contains("lb-droplets") && text.contains("example.com"),
         "{text}"
     );
-    assert!(
-        text.contains(&format!("http://127.0.0.1:{}/v1/state", s.port)),
-        "{text}"
-    );
+    assert!(text.contains(&format!("{PUBLIC_URL}/v1/state")), "{text}");
     assert!(text.contains("Next:"), "{text}");
     assert!(
         s.inbox.all().iter().any(|(p, _)| p == "/slack"),
@@ -734,18 +731,7 @@ async fn a_failing_notifier_never_blocks_or_undoes_a_step() {
 async fn serve_runs_both_roles_in_one_process() {
     let mut s = Stack::start(Knobs::default()).await;
     s.kill().await;
-    let log = std::fs::File::create(s.path("serve.log")).unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(s.path("config.toml"))
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stderr(std::process::Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let exporter = format!("http://127.0.0.1:{}", s.exporter_port);
+    let exporter = format!("http://127.0.0.1:{}", s.spawn_serve().await);
     wait_until(Duration::from_secs(20), "both roles to answer", || async {
         let probes = reqwest::get(format!("{exporter}/metrics")).await.ok();
         let probes = match probes {
@@ -765,7 +751,6 @@ async fn serve_runs_both_roles_in_one_process() {
     .await;
     assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
     s.wait_steady_in(WEST, Duration::from_secs(20)).await;
-    child.kill().await.unwrap();
 }
 
 #[tokio::test]

@@ -36,10 +36,96 @@ pub fn moto_bin() -> PathBuf {
     p
 }
 
-/// A free loopback port (bound and released; the small race is acceptable for tests).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// How long a child process may take to start listening. Generous: on a loaded 2-core machine a
+/// debug binary's start (or Python importing moto) can take seconds, and a child that exits early
+/// is reported at once anyway.
+pub const START_LIMIT: Duration = Duration::from_secs(90);
+
+/// The TCP ports process `pid` listens on, read from /proc: for children started on port 0, so
+/// no port is ever picked by bind-and-release and taken by someone else in between.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in dir.flatten() {
+            if let Ok(link) = std::fs::read_link(e.path()) {
+                let l = link.to_string_lossy();
+                if let Some(n) = l.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    inodes.insert(n.to_string());
+                }
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEXIP:HEXPORT, st 0A is LISTEN, the inode is the tenth field.
+            if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                if let Some(port) = f[1]
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    ports
+}
+
+/// Waits until `child` listens on a port and answers it; panics at once if it exits first.
+pub async fn wait_listening(child: &mut Child, what: &str) -> u16 {
+    let pid = child.id().expect("a running child");
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        if let Some(port) = listening_ports(pid).first() {
+            return *port;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen within {START_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until our binary's JSON log at `log` has a line whose message is `message` (e.g.
+/// `responder started`), and answers the port of its `listen` field; panics at once if `child`
+/// exits first, with the log.
+pub async fn wait_logged_port(child: &mut Child, log: &std::path::Path, message: &str) -> u16 {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["message"] == message {
+                if let Some(port) = v["listen"]
+                    .as_str()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok())
+                {
+                    return port;
+                }
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("exited ({status}) before logging `{message}`:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `{message}` within {START_LIMIT:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls `cond` every 50 ms until it is true or `limit` passes; panics with `what` on timeout.
@@ -67,8 +153,9 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// Starts on a port of its own choosing (port 0).
     pub async fn start() -> Moto {
-        Self::start_on(free_port()).await
+        Self::start_on(0).await
     }
 
     /// Starts a fresh (empty) moto on the port of one that was stopped: the region comes back.
@@ -77,21 +164,23 @@ impl Moto {
         *self = Self::start_on(self.port).await;
     }
 
+    /// Starts on `port` (0: any free port, read back from the process).
     pub async fn start_on(port: u16) -> Moto {
-        let child = Command::new(moto_bin())
+        let mut child = Command::new(moto_bin())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start moto_server");
+        let port = wait_listening(&mut child, "moto_server").await;
         let m = Moto {
             port,
             child: Some(child),
         };
         let url = format!("{}/moto-api/", m.endpoint());
         let http = reqwest::Client::new();
-        wait_until(Duration::from_secs(30), "moto to answer", || {
+        wait_until(START_LIMIT, "moto to answer", || {
             let (http, url) = (http.clone(), url.clone());
             async move { http.get(&url).send().await.is_ok() }
         })

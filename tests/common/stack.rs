@@ -24,6 +24,8 @@ pub const SLACK_SECRET: &str = "T0001/B0002/slackSecretPart9x8y7z";
 pub const EAST: &str = "us-east-1";
 pub const WEST: &str = "us-west-2";
 pub const TABLE: &str = "wordpress_posts";
+/// The responder's `public_url`: what notifications link to.
+pub const PUBLIC_URL: &str = "http://failover.example.test";
 
 /// Everything posted to the notification receiver, as (path, JSON body).
 #[derive(Clone, Default)]
@@ -170,7 +172,8 @@ impl Stack {
         fake.seed(&seed());
         let (mut notify, inbox) = receiver().await;
         if knobs.notifiers_down {
-            notify = format!("http://127.0.0.1:{}", free_port());
+            // Port 1 (tcpmux) has no listener on a test machine: every send is refused.
+            notify = "http://127.0.0.1:1".to_string();
         }
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -187,9 +190,8 @@ impl Stack {
             "# WordPress\nWP_ENV=production\nDYNAMODB_REGION=us-east-1\n",
         )
         .unwrap();
-        let ports: Vec<u16> = (0..knobs.replicas.max(1)).map(|_| free_port()).collect();
-        let exporter_port = free_port();
-        let port = ports[0];
+        // Every listener binds port 0; the ports are read back from the processes' logs.
+        let ports: Vec<u16> = vec![0; knobs.replicas.max(1)];
         let state_store = if knobs.replicas > 1 {
             let m = Moto::start().await;
             create_state_table(&client("eu-west-1", &m.endpoint()).await).await;
@@ -229,17 +231,17 @@ ipv4 = "192.0.2.20"
 name = "{TABLE}"
 
 [exporter]
-listen = "127.0.0.1:{exporter_port}"
+listen = "127.0.0.1:0"
 
 [responder]
-listen = "127.0.0.1:LISTEN_PORT"
+listen = "127.0.0.1:0"
 STATE_FILE_LINE
 request_timeout = "{request_timeout}"
 header_timeout = "{header_timeout}"
 max_connections = {max_connections}
 webhook_token_file = "{dir}/webhook.token"
 admin_token_file = "{dir}/admin.token"
-public_url = "http://127.0.0.1:{port}"
+public_url = "{PUBLIC_URL}"
 tick = "200ms"
 
 STATE_SECTION[responder.policy]
@@ -295,7 +297,6 @@ webhook_url = "{notify}/hook"
             request_timeout = knobs.request_timeout,
             header_timeout = knobs.header_timeout,
             max_connections = knobs.max_connections,
-            exporter_port = exporter_port,
             slow = if knobs.slow_first_reload {
                 format!(
                     "; [ -f {0}/slowed ] || {{ touch {0}/slowed; sleep 4; }}",
@@ -311,7 +312,7 @@ webhook_url = "{notify}/hook"
                 proxies.push(Proxy::start(m.port).await);
             }
         }
-        for (i, p) in ports.iter().enumerate() {
+        for i in 0..ports.len() {
             let (file_line, section) = match &state_store {
                 None => (format!("state_file = \"{}/state.json\"", d.display()), String::new()),
                 Some(m) => (
@@ -325,7 +326,6 @@ webhook_url = "{notify}/hook"
                 ),
             };
             let text = config
-                .replace("LISTEN_PORT", &p.to_string())
                 .replace("STATE_FILE_LINE", &file_line)
                 .replace("STATE_SECTION", &section);
             let name = if i == 0 {
@@ -341,8 +341,8 @@ webhook_url = "{notify}/hook"
             fake,
             inbox,
             dir,
-            port,
-            exporter_port,
+            port: 0,
+            exporter_port: 0,
             replicas: ports
                 .iter()
                 .map(|p| Replica {
@@ -359,6 +359,7 @@ webhook_url = "{notify}/hook"
         for i in 0..s.replicas.len() {
             s.spawn_replica(i).await;
         }
+        s.port = s.replicas[0].port;
         s
     }
 
@@ -386,16 +387,30 @@ webhook_url = "{notify}/hook"
     }
 
     pub async fn spawn_replica(&mut self, i: usize) {
+        self.spawn_role(i, "responder").await;
+    }
+
+    /// Starts `dynamo-failover serve` (both roles) as replica 0; answers the exporter's port.
+    pub async fn spawn_serve(&mut self) -> u16 {
+        self.spawn_role(0, "serve")
+            .await
+            .expect("serve runs the exporter")
+    }
+
+    /// Starts replica `i` with `role` (`responder` or `serve`), reads its ports back from its log
+    /// and waits until it is ready. Answers the exporter's port for `serve`.
+    async fn spawn_role(&mut self, i: usize, role: &str) -> Option<u16> {
         self.replicas[i].starts += 1;
         let starts = self.replicas[i].starts;
-        let log = std::fs::File::create(self.path(&format!("responder-{i}-{starts}.log"))).unwrap();
+        let log_path = self.path(&format!("responder-{i}-{starts}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let config = if i == 0 {
             "config.toml".to_string()
         } else {
             format!("config-{i}.toml")
         };
-        let child = Command::new(BIN)
-            .args(["responder", "--log-format", "json", "--config"])
+        let mut child = Command::new(BIN)
+            .args([role, "--log-format", "json", "--config"])
             .arg(self.path(&config))
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -409,14 +424,28 @@ webhook_url = "{notify}/hook"
             .kill_on_drop(true)
             .spawn()
             .expect("start the responder");
+        let port = wait_logged_port(&mut child, &log_path, "responder started").await;
+        let exporter = if role == "serve" {
+            Some(wait_logged_port(&mut child, &log_path, "exporter started").await)
+        } else {
+            None
+        };
+        self.replicas[i].port = port;
+        if i == 0 {
+            self.port = port;
+        }
+        if let Some(e) = exporter {
+            self.exporter_port = e;
+        }
         self.replicas[i].child = Some(child);
         let url = format!("{}/readyz", self.base_of(i));
         let http = self.http.clone();
-        wait_until(Duration::from_secs(20), "responder to be ready", || {
+        wait_until(START_LIMIT, "responder to be ready", || {
             let (http, url) = (http.clone(), url.clone());
             async move { http.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
         })
         .await;
+        exporter
     }
 
     /// Sends replica `i` a flood of 20,000 distinct instances of the region-down alert for
@@ -628,8 +657,16 @@ webhook_url = "{notify}/hook"
 
     /// Runs an operator command of the binary against this responder; answers (success, stdout).
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        // The responder listens on a port of its own choosing: the operator commands are told.
+        let operator = ["status", "failover", "failback", "pause", "resume"];
+        let url = if args.first().is_some_and(|a| operator.contains(a)) {
+            vec!["--url".to_string(), self.base()]
+        } else {
+            Vec::new()
+        };
         let out = std::process::Command::new(BIN)
             .args(args)
+            .args(&url)
             .arg("--config")
             .arg(self.path("config.toml"))
             .env("AWS_ACCESS_KEY_ID", "testing")
