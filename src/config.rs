@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod responder;
+pub mod types;
 pub use responder::{RegionDigitalOcean, ResponderConfig};
+use types::{Dur, HttpUrl, ProbeKind};
 
 use crate::secret::Secret;
 
@@ -46,7 +48,8 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw shape, exactly as written in the file.
+// The file's shape. Values parse themselves into their types ([`types`]); defaults live in one
+// `Default` impl per section; what is checked by hand below is only what relates fields.
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -54,7 +57,7 @@ pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Con
 struct RawConfig {
     prober: RawProber,
     #[serde(default)]
-    exporter: RawExporter,
+    exporter: ExporterConfig,
     #[serde(default, rename = "region")]
     regions: Vec<RawRegion>,
     #[serde(default, rename = "table")]
@@ -64,34 +67,27 @@ struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct RawProber {
     id: String,
-    #[serde(default = "default_interval")]
-    interval: String,
-    #[serde(default = "default_attempt_timeout")]
-    attempt_timeout: String,
-    #[serde(default = "default_timeout")]
-    timeout: String,
-    #[serde(default = "default_max_attempts")]
+    interval: Dur,
+    attempt_timeout: Dur,
+    timeout: Dur,
     max_attempts: u32,
-    #[serde(default = "default_probes")]
-    probes: Vec<String>,
-    #[serde(default = "default_canary_prefix")]
+    probes: Vec<ProbeKind>,
     canary_prefix: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExporter {
-    #[serde(default = "default_exporter_listen")]
-    listen: String,
-}
-
-impl Default for RawExporter {
+impl Default for RawProber {
     fn default() -> Self {
         Self {
-            listen: default_exporter_listen(),
+            id: String::new(),
+            interval: Dur::secs(5),
+            attempt_timeout: Dur::secs(1),
+            timeout: Dur::millis(2500),
+            max_attempts: 2,
+            probes: vec![ProbeKind::Read, ProbeKind::Write, ProbeKind::Replication],
+            canary_prefix: "dynamo-failover-canary".into(),
         }
     }
 }
@@ -101,7 +97,7 @@ impl Default for RawExporter {
 struct RawRegion {
     name: String,
     #[serde(default)]
-    endpoint: Option<String>,
+    endpoint: Option<HttpUrl>,
     priority: u32,
     #[serde(default)]
     digitalocean: RegionDigitalOcean,
@@ -111,44 +107,27 @@ struct RawRegion {
 #[serde(deny_unknown_fields)]
 struct RawTable {
     name: String,
-    #[serde(default = "default_key_attribute")]
+    #[serde(default = "TableDefaults::key_attribute")]
     key_attribute: String,
-    #[serde(default = "default_health_key")]
+    #[serde(default = "TableDefaults::health_key")]
     health_key: String,
-    #[serde(default = "default_true")]
+    #[serde(default = "TableDefaults::required")]
     required: bool,
 }
 
-fn default_true() -> bool {
-    true
-}
+/// A table's defaults (its name has none).
+struct TableDefaults;
 
-fn default_interval() -> String {
-    "5s".into()
-}
-fn default_attempt_timeout() -> String {
-    "1s".into()
-}
-fn default_timeout() -> String {
-    "2500ms".into()
-}
-fn default_max_attempts() -> u32 {
-    2
-}
-fn default_probes() -> Vec<String> {
-    vec!["read".into(), "write".into(), "replication".into()]
-}
-fn default_canary_prefix() -> String {
-    "dynamo-failover-canary".into()
-}
-fn default_exporter_listen() -> String {
-    "127.0.0.1:9464".into()
-}
-fn default_key_attribute() -> String {
-    "pk".into()
-}
-fn default_health_key() -> String {
-    "dynamo-failover-health".into()
+impl TableDefaults {
+    fn key_attribute() -> String {
+        "pk".into()
+    }
+    fn health_key() -> String {
+        "dynamo-failover-health".into()
+    }
+    fn required() -> bool {
+        true
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,9 +162,18 @@ pub struct ProberConfig {
     pub canary_prefix: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ExporterConfig {
     pub listen: SocketAddr,
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -237,7 +225,16 @@ impl Config {
         text: &str,
         secrets: SecretSource<'_>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let problem = e.into_inner().message().to_string();
+            if key.is_empty() || key == "." {
+                ConfigError::Parse(problem)
+            } else {
+                invalid(key, problem)
+            }
+        })?;
         raw.validate(secrets)
     }
 
@@ -251,11 +248,6 @@ impl Config {
 impl RawConfig {
     fn validate(self, secrets: SecretSource<'_>) -> Result<Config, ConfigError> {
         let prober = self.prober.validate()?;
-        let listen = self
-            .exporter
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("exporter.listen", format!("not an address:port ({e})")))?;
 
         if self.regions.is_empty() {
             return Err(invalid(
@@ -290,17 +282,9 @@ impl RawConfig {
                     ),
                 ));
             }
-            if let Some(ep) = &r.endpoint {
-                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                    return Err(invalid(
-                        key("endpoint"),
-                        format!("`{ep}` must start with http:// or https://"),
-                    ));
-                }
-            }
             regions.push(RegionConfig {
                 name: r.name,
-                endpoint: r.endpoint,
+                endpoint: r.endpoint.map(|u| u.to_string()),
                 priority: r.priority,
                 digitalocean: r.digitalocean,
             });
@@ -353,7 +337,7 @@ impl RawConfig {
             .transpose()?;
         Ok(Config {
             prober,
-            exporter: ExporterConfig { listen },
+            exporter: self.exporter,
             regions,
             tables,
             responder,
@@ -364,9 +348,8 @@ impl RawConfig {
 impl RawProber {
     fn validate(self) -> Result<ProberConfig, ConfigError> {
         check_label_value("prober.id", &self.id)?;
-        let interval = parse_duration("prober.interval", &self.interval)?;
-        let attempt_timeout = parse_duration("prober.attempt_timeout", &self.attempt_timeout)?;
-        let timeout = parse_duration("prober.timeout", &self.timeout)?;
+        let (interval, attempt_timeout, timeout) =
+            (self.interval.0, self.attempt_timeout.0, self.timeout.0);
         if interval < Duration::from_millis(100) {
             return Err(invalid("prober.interval", "must be at least 100ms"));
         }
@@ -395,21 +378,15 @@ impl RawProber {
             replication: false,
         };
         for p in &self.probes {
-            let slot = match p.as_str() {
-                "read" => &mut probes.read,
-                "write" => &mut probes.write,
-                "replication" => &mut probes.replication,
-                other => {
-                    return Err(invalid(
-                        "prober.probes",
-                        format!("unknown probe `{other}` (known: read, write, replication)"),
-                    ))
-                }
+            let slot = match p {
+                ProbeKind::Read => &mut probes.read,
+                ProbeKind::Write => &mut probes.write,
+                ProbeKind::Replication => &mut probes.replication,
             };
             if *slot {
                 return Err(invalid(
                     "prober.probes",
-                    format!("probe `{p}` is listed twice"),
+                    format!("probe `{}` is listed twice", p.as_str()),
                 ));
             }
             *slot = true;
@@ -476,32 +453,9 @@ fn check_table_name(key: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h` (one number and one unit).
+/// Parses `250ms`, `5s`, `2m`, `1h` for `key` (one number and one unit).
 pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| invalid(key, format!("`{text}` has no unit (use ms, s, m or h)")))?;
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| invalid(key, format!("`{text}` does not start with a whole number")))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(invalid(
-                key,
-                format!("`{text}` has unknown unit `{unit}` (use ms, s, m or h)"),
-            ))
-        }
-    };
-    if d.is_zero() {
-        return Err(invalid(key, "must be greater than zero"));
-    }
-    Ok(d)
+    types::parse_duration_text(text).map_err(|problem| invalid(key, problem))
 }
 
 /// Formats a duration the way the config writes it.
@@ -518,11 +472,18 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// `#[serde(with = "duration_text")]`: a `Duration` read and written as `5s`, `250ms`, ...
 pub(crate) mod duration_text {
     use std::time::Duration;
 
+    use serde::Deserialize;
+
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::fmt_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::types::Dur::deserialize(d).map(|x| x.0)
     }
 }
 

@@ -27,9 +27,9 @@ impl AppConfigStep {
     pub fn new(c: &AppConfig, regions: Vec<String>) -> Self {
         Self {
             env_file: c.env_file.clone(),
-            key: c.env_key.clone(),
+            key: c.env_key.as_str().to_string(),
             reload: c.reload_commands.clone(),
-            pass_env: c.pass_env.clone(),
+            pass_env: c.pass_env.iter().map(|n| n.as_str().to_string()).collect(),
             timeout: c.command_timeout,
             regions,
         }

@@ -1,6 +1,8 @@
 //! The `[responder]` section: webhook and admin API, policy, the application config step,
-//! DigitalOcean load balancers and DNS records, and notifications. Secrets are read here, from
-//! files or environment variables, and held as [`Secret`]s.
+//! DigitalOcean load balancers and DNS records, and notifications. Values parse themselves
+//! ([`super::types`]); sections that need no more than that are deserialized straight into their
+//! validated types. Secrets are read here, from files or environment variables, and held as
+//! [`Secret`]s; what relates several keys is checked by hand and names the key it rejects.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,7 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, parse_duration, ConfigError, RegionConfig};
+use super::types::{Dur, EnvName, HttpUrl, OnNoHealthyTarget};
+pub use super::types::{LbMode, RecordType};
+use super::{invalid, ConfigError, RegionConfig};
 use crate::secret::Secret;
 
 pub const WEBHOOK_TOKEN_ENV: &str = "DYNAMO_FAILOVER_WEBHOOK_TOKEN";
@@ -16,6 +20,7 @@ pub const ADMIN_TOKEN_ENV: &str = "DYNAMO_FAILOVER_ADMIN_TOKEN";
 pub const DIGITALOCEAN_TOKEN_ENV: &str = "DIGITALOCEAN_TOKEN";
 pub const SLACK_URL_ENV: &str = "DYNAMO_FAILOVER_SLACK_WEBHOOK_URL";
 pub const NOTIFY_TOKEN_ENV: &str = "DYNAMO_FAILOVER_NOTIFY_TOKEN";
+
 /// Variables that hold the responder's secrets: never passed to a reload command.
 const SECRET_VARIABLES: &[&str] = &[
     WEBHOOK_TOKEN_ENV,
@@ -31,168 +36,91 @@ const SECRET_VARIABLES: &[&str] = &[
 /// Shortest webhook or admin token accepted.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
+// ---------------------------------------------------------------------------------------------
+// The file's shape where it differs from the validated one (secrets by file, the state store,
+// DigitalOcean), with its defaults.
+// ---------------------------------------------------------------------------------------------
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub(super) struct RawResponder {
-    #[serde(default = "d_listen")]
-    listen: String,
-    #[serde(default)]
-    state_file: Option<String>,
-    #[serde(default)]
+    listen: SocketAddr,
+    state_file: Option<PathBuf>,
     state: Option<RawState>,
-    #[serde(default = "d_body")]
     max_body_bytes: usize,
-    #[serde(default)]
-    public_url: Option<String>,
-    #[serde(default)]
-    prometheus_url: Option<String>,
-    #[serde(default)]
+    public_url: Option<HttpUrl>,
+    prometheus_url: Option<HttpUrl>,
     webhook_token_file: Option<String>,
-    #[serde(default)]
     admin_token_file: Option<String>,
-    #[serde(default = "d_tick")]
-    tick: String,
-    #[serde(default = "d_request_timeout_in")]
-    request_timeout: String,
-    #[serde(default = "d_header_timeout")]
-    header_timeout: String,
-    #[serde(default = "d_max_connections")]
+    tick: Dur,
+    request_timeout: Dur,
+    header_timeout: Dur,
     max_connections: usize,
-    #[serde(default)]
-    alerts: RawAlerts,
-    #[serde(default)]
-    policy: RawPolicy,
-    app: RawApp,
-    #[serde(default)]
-    steps: RawSteps,
-    #[serde(default)]
+    alerts: AlertsConfig,
+    policy: PolicyConfig,
+    app: Option<AppConfig>,
+    steps: StepsConfig,
     digitalocean: Option<RawDigitalOcean>,
-    #[serde(default)]
     notify: RawNotify,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawState {
-    backend: String,
-    #[serde(default)]
-    table: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    replica: Option<String>,
-    #[serde(default = "d_lease")]
-    lease: String,
-    #[serde(default)]
-    renew: Option<String>,
-    #[serde(default = "d_store_timeout")]
-    timeout: String,
-    #[serde(default = "d_clock_skew")]
-    max_clock_skew: String,
-}
-
-fn d_lease() -> String {
-    "15s".into()
-}
-fn d_clock_skew() -> String {
-    "1s".into()
-}
-fn d_store_timeout() -> String {
-    "2s".into()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAlerts {
-    #[serde(default = "d_down_names")]
-    region_down: Vec<String>,
-    #[serde(default = "d_region_label")]
-    region_label: String,
-    #[serde(default = "d_firing_expiry")]
-    firing_expiry: String,
-    #[serde(default = "d_detail_annotation")]
-    detail_annotation: String,
-}
-
-impl Default for RawAlerts {
+impl Default for RawResponder {
     fn default() -> Self {
         Self {
-            region_down: d_down_names(),
-            region_label: d_region_label(),
-            firing_expiry: d_firing_expiry(),
-            detail_annotation: d_detail_annotation(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            state_file: None,
+            state: None,
+            max_body_bytes: 1024 * 1024,
+            public_url: None,
+            prometheus_url: None,
+            webhook_token_file: None,
+            admin_token_file: None,
+            tick: Dur::secs(1),
+            request_timeout: Dur::secs(10),
+            header_timeout: Dur::secs(10),
+            max_connections: 256,
+            alerts: AlertsConfig::default(),
+            policy: PolicyConfig::default(),
+            app: None,
+            steps: StepsConfig::default(),
+            digitalocean: None,
+            notify: RawNotify::default(),
         }
     }
 }
 
-fn d_detail_annotation() -> String {
-    "operation".into()
-}
-
-fn d_firing_expiry() -> String {
-    "20m".into()
+/// `[responder.state]`: which store, and the DynamoDB backend's settings.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+enum RawState {
+    File,
+    Dynamodb(RawDynamoState),
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    #[serde(default = "d_min_interval")]
-    min_interval: String,
-    #[serde(default = "d_stabilisation")]
-    stabilisation: String,
-    #[serde(default = "d_true")]
-    auto_failback: bool,
-    #[serde(default)]
-    max_failback_lag: Option<String>,
-    #[serde(default = "d_retry_backoff")]
-    retry_backoff: String,
-    #[serde(default = "d_cooldown")]
-    live_check_cooldown: String,
-    #[serde(default = "d_stay")]
-    on_no_healthy_target: String,
+#[serde(deny_unknown_fields, default)]
+struct RawDynamoState {
+    table: String,
+    region: String,
+    endpoint: Option<HttpUrl>,
+    replica: String,
+    lease: Dur,
+    renew: Option<Dur>,
+    timeout: Dur,
+    max_clock_skew: Dur,
 }
 
-impl Default for RawPolicy {
+impl Default for RawDynamoState {
     fn default() -> Self {
         Self {
-            min_interval: d_min_interval(),
-            stabilisation: d_stabilisation(),
-            auto_failback: true,
-            max_failback_lag: None,
-            retry_backoff: d_retry_backoff(),
-            live_check_cooldown: d_cooldown(),
-            on_no_healthy_target: d_stay(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawApp {
-    env_file: String,
-    #[serde(default = "d_env_key")]
-    env_key: String,
-    #[serde(default)]
-    reload_commands: Vec<Vec<String>>,
-    #[serde(default)]
-    pass_env: Vec<String>,
-    #[serde(default = "d_command_timeout")]
-    command_timeout: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSteps {
-    #[serde(default = "d_step_deadline")]
-    deadline: String,
-}
-
-impl Default for RawSteps {
-    fn default() -> Self {
-        Self {
-            deadline: d_step_deadline(),
+            table: String::new(),
+            region: String::new(),
+            endpoint: None,
+            replica: String::new(),
+            lease: Dur::secs(15),
+            renew: None,
+            timeout: Dur::secs(2),
+            max_clock_skew: Dur::secs(1),
         }
     }
 }
@@ -200,49 +128,35 @@ impl Default for RawSteps {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDigitalOcean {
-    #[serde(default = "d_do_url")]
-    api_url: String,
+    #[serde(default = "RawDigitalOcean::api_url")]
+    api_url: HttpUrl,
     #[serde(default)]
     token_file: Option<String>,
-    #[serde(default = "d_request_timeout")]
-    request_timeout: String,
+    #[serde(default = "RawDigitalOcean::request_timeout")]
+    request_timeout: Dur,
     #[serde(default, rename = "load_balancer")]
-    load_balancers: Vec<RawLoadBalancer>,
+    load_balancers: Vec<LoadBalancerConfig>,
     #[serde(default, rename = "dns_record")]
-    dns_records: Vec<RawDnsRecord>,
+    dns_records: Vec<DnsRecordConfig>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLoadBalancer {
-    id: String,
-    mode: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDnsRecord {
-    domain: String,
-    record_id: u64,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default = "d_ttl")]
-    ttl: u32,
+impl RawDigitalOcean {
+    fn api_url() -> HttpUrl {
+        HttpUrl::parse("https://api.digitalocean.com").expect("a valid URL")
+    }
+    fn request_timeout() -> Dur {
+        Dur::secs(5)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct RawNotify {
-    #[serde(default)]
     slack_webhook_url_file: Option<String>,
-    #[serde(default)]
     slack: bool,
-    #[serde(default)]
-    webhook_url: Option<String>,
-    #[serde(default)]
+    webhook_url: Option<HttpUrl>,
     webhook_token_file: Option<String>,
-    #[serde(default)]
-    timeout: Option<String>,
+    timeout: Option<Dur>,
 }
 
 /// DigitalOcean attributes of one region (`[region.digitalocean]`).
@@ -266,66 +180,9 @@ pub struct RegionDigitalOcean {
     pub ipv6: Option<String>,
 }
 
-fn d_listen() -> String {
-    "127.0.0.1:9465".into()
-}
-fn d_body() -> usize {
-    1024 * 1024
-}
-fn d_tick() -> String {
-    "1s".into()
-}
-fn d_request_timeout_in() -> String {
-    "10s".into()
-}
-fn d_header_timeout() -> String {
-    "10s".into()
-}
-fn d_max_connections() -> usize {
-    256
-}
-fn d_down_names() -> Vec<String> {
-    vec!["DynamoDBRegionUnavailable".into()]
-}
-fn d_region_label() -> String {
-    "region".into()
-}
-fn d_min_interval() -> String {
-    "5m".into()
-}
-fn d_stabilisation() -> String {
-    "10m".into()
-}
-fn d_true() -> bool {
-    true
-}
-fn d_retry_backoff() -> String {
-    "30s".into()
-}
-fn d_cooldown() -> String {
-    "1m".into()
-}
-fn d_stay() -> String {
-    "stay".into()
-}
-fn d_env_key() -> String {
-    "DYNAMODB_REGION".into()
-}
-fn d_command_timeout() -> String {
-    "30s".into()
-}
-fn d_step_deadline() -> String {
-    "60s".into()
-}
-fn d_do_url() -> String {
-    "https://api.digitalocean.com".into()
-}
-fn d_request_timeout() -> String {
-    "5s".into()
-}
-fn d_ttl() -> u32 {
-    60
-}
+// ---------------------------------------------------------------------------------------------
+// The validated shape.
+// ---------------------------------------------------------------------------------------------
 
 /// The validated responder configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -394,7 +251,9 @@ impl StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `[responder.alerts]`: which alerts mean a region is down, and how they are read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     pub region_down: Vec<String>,
     pub region_label: String,
@@ -408,32 +267,94 @@ pub struct AlertsConfig {
     pub detail_annotation: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            region_down: vec!["DynamoDBRegionUnavailable".into()],
+            region_label: "region".into(),
+            firing_expiry: Duration::from_secs(20 * 60),
+            detail_annotation: "operation".into(),
+        }
+    }
+}
+
+/// `[responder.policy]`: anti-flapping and retries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     #[serde(with = "super::duration_text")]
     pub min_interval: Duration,
     #[serde(with = "super::duration_text")]
     pub stabilisation: Duration,
     pub auto_failback: bool,
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_duration",
+        deserialize_with = "opt_dur"
+    )]
     pub max_failback_lag: Option<Duration>,
     #[serde(with = "super::duration_text")]
     pub retry_backoff: Duration,
     #[serde(with = "super::duration_text")]
     pub live_check_cooldown: Duration,
-    pub on_no_healthy_target: String,
+    pub on_no_healthy_target: OnNoHealthyTarget,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            min_interval: Duration::from_secs(5 * 60),
+            stabilisation: Duration::from_secs(10 * 60),
+            auto_failback: true,
+            max_failback_lag: None,
+            retry_backoff: Duration::from_secs(30),
+            live_check_cooldown: Duration::from_secs(60),
+            on_no_healthy_target: OnNoHealthyTarget::Stay,
+        }
+    }
+}
+
+/// `[responder.app]`: the env file on this machine and its reload commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub env_file: PathBuf,
-    pub env_key: String,
+    #[serde(default = "AppConfig::env_key")]
+    pub env_key: EnvName,
+    #[serde(default)]
     pub reload_commands: Vec<Vec<String>>,
     /// Variables of the responder's environment passed to the reload commands (besides PATH,
     /// the region variable and DYNAMO_FAILOVER_EPOCH; nothing else is).
-    pub pass_env: Vec<String>,
-    #[serde(with = "super::duration_text")]
+    #[serde(default)]
+    pub pass_env: Vec<EnvName>,
+    #[serde(with = "super::duration_text", default = "AppConfig::command_timeout")]
     pub command_timeout: Duration,
+}
+
+impl AppConfig {
+    fn env_key() -> EnvName {
+        EnvName::parse("DYNAMODB_REGION").expect("a valid name")
+    }
+    fn command_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+/// `[responder.steps]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StepsConfig {
+    /// Bound on one step, retries included.
+    #[serde(with = "super::duration_text")]
+    pub deadline: Duration,
+}
+
+impl Default for StepsConfig {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -446,43 +367,28 @@ pub struct DigitalOceanConfig {
     pub dns_records: Vec<DnsRecordConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LbMode {
-    Droplets,
-    Tag,
-    Global,
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoadBalancerConfig {
     pub id: String,
     pub mode: LbMode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum RecordType {
-    A,
-    #[allow(clippy::upper_case_acronyms)]
-    AAAA,
-}
-
-impl RecordType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordType::A => "A",
-            RecordType::AAAA => "AAAA",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DnsRecordConfig {
     pub domain: String,
     pub record_id: u64,
     #[serde(rename = "type")]
     pub kind: RecordType,
+    #[serde(default = "DnsRecordConfig::ttl")]
     pub ttl: u32,
+}
+
+impl DnsRecordConfig {
+    fn ttl() -> u32 {
+        60
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -494,26 +400,20 @@ pub struct NotifyConfig {
     pub timeout: Duration,
 }
 
-mod opt_duration {
-    use std::time::Duration;
+fn opt_dur<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Dur::deserialize(d).map(|x| Some(x.0))
+}
 
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&super::super::fmt_duration(*d)),
-            None => s.serialize_none(),
-        }
+fn opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&super::fmt_duration(*d)),
+        None => s.serialize_none(),
     }
 }
 
-fn url_key(key: &str, value: &str) -> Result<String, ConfigError> {
-    if !(value.starts_with("http://") || value.starts_with("https://")) {
-        return Err(invalid(
-            key,
-            format!("`{value}` must start with http:// or https://"),
-        ));
-    }
-    Ok(value.trim_end_matches('/').to_string())
-}
+// ---------------------------------------------------------------------------------------------
+// What relates several keys.
+// ---------------------------------------------------------------------------------------------
 
 impl RawResponder {
     pub(super) fn validate(
@@ -524,25 +424,7 @@ impl RawResponder {
         let secret = |key: &str, file: Option<&str>, env: &str| {
             secrets(key, file, env).map_err(ConfigError::Secret)
         };
-        let listen = self
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("responder.listen", format!("not an address:port ({e})")))?;
-        let store = match (self.state, self.state_file) {
-            (None, None) => {
-                return Err(invalid(
-                    "responder.state_file",
-                    "is required (or a [responder.state] section with backend = \"dynamodb\")",
-                ))
-            }
-            (None, Some(f)) | (Some(RawState { backend: _, .. }), Some(f)) if f.is_empty() => {
-                return Err(invalid("responder.state_file", "must not be empty"))
-            }
-            (None, Some(f)) => StoreConfig::File {
-                path: PathBuf::from(f),
-            },
-            (Some(st), file) => validate_store(st, file)?,
-        };
+        let store = validate_store(self.state, self.state_file)?;
         if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(invalid(
                 "responder.max_body_bytes",
@@ -555,16 +437,6 @@ impl RawResponder {
                 "the responder needs at least two [[region]]s to move traffic between",
             ));
         }
-        let public_url = self
-            .public_url
-            .as_deref()
-            .map(|u| url_key("responder.public_url", u))
-            .transpose()?;
-        let prometheus_url = self
-            .prometheus_url
-            .as_deref()
-            .map(|u| url_key("responder.prometheus_url", u))
-            .transpose()?;
         let webhook_token = secret(
             "responder.webhook_token_file",
             self.webhook_token_file.as_deref(),
@@ -592,16 +464,12 @@ impl RawResponder {
                 "the admin token equals the webhook token; they must differ, so Alertmanager's token cannot move traffic by hand",
             ));
         }
-        let tick = parse_duration("responder.tick", &self.tick)?;
-        let request_timeout = parse_duration("responder.request_timeout", &self.request_timeout)?;
-        let header_timeout = parse_duration("responder.header_timeout", &self.header_timeout)?;
         if !(1..=65_536).contains(&self.max_connections) {
             return Err(invalid(
                 "responder.max_connections",
                 "must be between 1 and 65536",
             ));
         }
-
         if self.alerts.region_down.is_empty()
             || self.alerts.region_down.iter().any(|n| n.is_empty())
         {
@@ -610,9 +478,7 @@ impl RawResponder {
                 "needs at least one alert name, none empty",
             ));
         }
-        let firing_expiry =
-            parse_duration("responder.alerts.firing_expiry", &self.alerts.firing_expiry)?;
-        if firing_expiry < Duration::from_secs(60) {
+        if self.alerts.firing_expiry < Duration::from_secs(60) {
             return Err(invalid(
                 "responder.alerts.firing_expiry",
                 "must be at least 1m (and several times the responder route's repeat_interval)",
@@ -624,51 +490,13 @@ impl RawResponder {
                 "must not be empty",
             ));
         }
-
-        let p = &self.policy;
-        let policy = PolicyConfig {
-            min_interval: parse_duration("responder.policy.min_interval", &p.min_interval)?,
-            stabilisation: parse_duration("responder.policy.stabilisation", &p.stabilisation)?,
-            auto_failback: p.auto_failback,
-            max_failback_lag: p
-                .max_failback_lag
-                .as_deref()
-                .map(|t| parse_duration("responder.policy.max_failback_lag", t))
-                .transpose()?,
-            retry_backoff: parse_duration("responder.policy.retry_backoff", &p.retry_backoff)?,
-            live_check_cooldown: parse_duration(
-                "responder.policy.live_check_cooldown",
-                &p.live_check_cooldown,
-            )?,
-            on_no_healthy_target: p.on_no_healthy_target.clone(),
-        };
-        if policy.on_no_healthy_target != "stay" {
-            return Err(invalid(
-                "responder.policy.on_no_healthy_target",
-                format!(
-                    "`{}` is not supported: the only safe choice is \"stay\" (keep traffic where it is and alert)",
-                    policy.on_no_healthy_target
-                ),
-            ));
-        }
-
-        let a = &self.app;
-        if a.env_file.is_empty() {
+        let app = self
+            .app
+            .ok_or_else(|| invalid("responder.app", "is required (env_file at least)"))?;
+        if app.env_file.as_os_str().is_empty() {
             return Err(invalid("responder.app.env_file", "must not be empty"));
         }
-        if a.env_key.is_empty()
-            || !a
-                .env_key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || a.env_key.starts_with(|c: char| c.is_ascii_digit())
-        {
-            return Err(invalid(
-                "responder.app.env_key",
-                format!("`{}` is not a valid environment variable name", a.env_key),
-            ));
-        }
-        for (i, c) in a.reload_commands.iter().enumerate() {
+        for (i, c) in app.reload_commands.iter().enumerate() {
             if c.is_empty() || c[0].is_empty() {
                 return Err(invalid(
                     format!("responder.app.reload_commands[{i}]"),
@@ -676,29 +504,17 @@ impl RawResponder {
                 ));
             }
         }
-        for (i, name) in a.pass_env.iter().enumerate() {
-            let key = format!("responder.app.pass_env[{i}]");
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(invalid(
-                    key,
-                    format!("`{name}` is not an environment variable name"),
-                ));
-            }
+        for (i, name) in app.pass_env.iter().enumerate() {
             if SECRET_VARIABLES.contains(&name.as_str()) {
                 return Err(invalid(
-                    key,
-                    format!("`{name}` holds a secret; reload commands never get it"),
+                    format!("responder.app.pass_env[{i}]"),
+                    format!(
+                        "`{}` holds a secret; reload commands never get it",
+                        name.as_str()
+                    ),
                 ));
             }
         }
-        let app = AppConfig {
-            env_file: PathBuf::from(&a.env_file),
-            env_key: a.env_key.clone(),
-            reload_commands: a.reload_commands.clone(),
-            pass_env: a.pass_env.clone(),
-            command_timeout: parse_duration("responder.app.command_timeout", &a.command_timeout)?,
-        };
-        let step_deadline = parse_duration("responder.steps.deadline", &self.steps.deadline)?;
 
         let digitalocean = match self.digitalocean {
             None => None,
@@ -742,7 +558,7 @@ impl RawResponder {
                 n.slack_webhook_url_file.as_deref(),
                 SLACK_URL_ENV,
             )?;
-            url_key("responder.notify.slack_webhook_url_file", s.expose()).map_err(|_| {
+            HttpUrl::parse(s.expose()).map_err(|_| {
                 invalid(
                     "responder.notify.slack_webhook_url_file",
                     "is not an http(s) URL",
@@ -752,11 +568,7 @@ impl RawResponder {
         } else {
             None
         };
-        let webhook_url = n
-            .webhook_url
-            .as_deref()
-            .map(|u| url_key("responder.notify.webhook_url", u))
-            .transpose()?;
+        let webhook_url = n.webhook_url.as_ref().map(|u| u.to_string());
         let notify_token = match (&n.webhook_token_file, &webhook_url) {
             (Some(f), Some(_)) => Some(secret(
                 "responder.notify.webhook_token_file",
@@ -781,65 +593,65 @@ impl RawResponder {
             slack_webhook_url,
             webhook_url,
             webhook_token: notify_token,
-            timeout: parse_duration(
-                "responder.notify.timeout",
-                n.timeout.as_deref().unwrap_or("5s"),
-            )?,
+            timeout: n.timeout.map_or(Duration::from_secs(5), |d| d.0),
         };
 
         Ok(ResponderConfig {
-            listen,
+            listen: self.listen,
             store,
             max_body_bytes: self.max_body_bytes,
-            public_url,
-            prometheus_url,
+            public_url: self.public_url.map(|u| u.to_string()),
+            prometheus_url: self.prometheus_url.map(|u| u.to_string()),
             webhook_token,
             admin_token,
-            tick,
-            request_timeout,
-            header_timeout,
+            tick: self.tick.0,
+            request_timeout: self.request_timeout.0,
+            header_timeout: self.header_timeout.0,
             max_connections: self.max_connections,
-            alerts: AlertsConfig {
-                region_down: self.alerts.region_down,
-                region_label: self.alerts.region_label,
-                firing_expiry,
-                detail_annotation: self.alerts.detail_annotation,
-            },
-            policy,
+            alerts: self.alerts,
+            policy: self.policy,
             app,
-            step_deadline,
+            step_deadline: self.steps.deadline,
             digitalocean,
             notify,
         })
     }
 }
 
-fn validate_store(st: RawState, file: Option<String>) -> Result<StoreConfig, ConfigError> {
+fn validate_store(
+    state: Option<RawState>,
+    file: Option<PathBuf>,
+) -> Result<StoreConfig, ConfigError> {
     let key = |k: &str| format!("responder.state.{k}");
-    match st.backend.as_str() {
-        "file" => Ok(StoreConfig::File {
-            path: PathBuf::from(file.ok_or_else(|| {
-                invalid(
-                    "responder.state_file",
-                    "is required with backend = \"file\"",
-                )
-            })?),
-        }),
-        "dynamodb" => {
-            if file.is_some() {
-                return Err(invalid(
-                    "responder.state_file",
-                    "is only for backend = \"file\"; remove it",
-                ));
+    match (state, file) {
+        (None, None) => Err(invalid(
+            "responder.state_file",
+            "is required (or a [responder.state] section with backend = \"dynamodb\")",
+        )),
+        (None | Some(RawState::File), Some(f)) if f.as_os_str().is_empty() => {
+            Err(invalid("responder.state_file", "must not be empty"))
+        }
+        (None | Some(RawState::File), Some(path)) => Ok(StoreConfig::File { path }),
+        (Some(RawState::File), None) => Err(invalid(
+            "responder.state_file",
+            "is required with backend = \"file\"",
+        )),
+        (Some(RawState::Dynamodb(_)), Some(_)) => Err(invalid(
+            "responder.state_file",
+            "is only for backend = \"file\"; remove it",
+        )),
+        (Some(RawState::Dynamodb(st)), None) => {
+            for (k, v) in [
+                ("table", &st.table),
+                ("region", &st.region),
+                ("replica", &st.replica),
+            ] {
+                if v.is_empty() {
+                    return Err(invalid(key(k), "is required with backend = \"dynamodb\""));
+                }
             }
-            let need = |v: Option<String>, k: &str| {
-                v.filter(|x| !x.is_empty())
-                    .ok_or_else(|| invalid(key(k), "is required with backend = \"dynamodb\""))
-            };
-            let table = need(st.table, "table")?;
-            let region = need(st.region, "region")?;
-            let replica = need(st.replica, "replica")?;
-            if !replica
+            if !st
+                .replica
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             {
@@ -848,16 +660,9 @@ fn validate_store(st: RawState, file: Option<String>) -> Result<StoreConfig, Con
                     "may contain only letters, digits, `-`, `_` and `.`",
                 ));
             }
-            if let Some(ep) = &st.endpoint {
-                url_key(&key("endpoint"), ep)?;
-            }
-            let lease = parse_duration(&key("lease"), &st.lease)?;
-            let renew = match st.renew {
-                Some(r) => parse_duration(&key("renew"), &r)?,
-                None => lease / 3,
-            };
-            let timeout = parse_duration(&key("timeout"), &st.timeout)?;
-            let max_clock_skew = parse_duration(&key("max_clock_skew"), &st.max_clock_skew)?;
+            let lease = st.lease.0;
+            let renew = st.renew.map_or(lease / 3, |r| r.0);
+            let timeout = st.timeout.0;
             if renew * 2 > lease {
                 return Err(invalid(
                     key("renew"),
@@ -871,20 +676,16 @@ fn validate_store(st: RawState, file: Option<String>) -> Result<StoreConfig, Con
                 ));
             }
             Ok(StoreConfig::Dynamodb {
-                table,
-                region,
-                endpoint: st.endpoint,
-                replica,
+                table: st.table,
+                region: st.region,
+                endpoint: st.endpoint.map(|u| u.to_string()),
+                replica: st.replica,
                 lease,
                 renew,
                 timeout,
-                max_clock_skew,
+                max_clock_skew: st.max_clock_skew.0,
             })
         }
-        other => Err(invalid(
-            key("backend"),
-            format!("unknown backend `{other}` (file or dynamodb)"),
-        )),
     }
 }
 
@@ -895,34 +696,19 @@ fn validate_do(
     regions: &[RegionConfig],
     secret: SecretLoader<'_>,
 ) -> Result<DigitalOceanConfig, ConfigError> {
-    let api_url = url_key("responder.digitalocean.api_url", &d.api_url)?;
     let token = secret(
         "responder.digitalocean.token_file",
         d.token_file.as_deref(),
         DIGITALOCEAN_TOKEN_ENV,
     )?;
-    let request_timeout =
-        parse_duration("responder.digitalocean.request_timeout", &d.request_timeout)?;
-    let mut load_balancers = Vec::new();
-    for (i, lb) in d.load_balancers.into_iter().enumerate() {
+    for (i, lb) in d.load_balancers.iter().enumerate() {
         let key = format!("responder.digitalocean.load_balancer[{i}]");
         if lb.id.is_empty() {
             return Err(invalid(format!("{key}.id"), "must not be empty"));
         }
-        let mode = match lb.mode.as_str() {
-            "droplets" => LbMode::Droplets,
-            "tag" => LbMode::Tag,
-            "global" => LbMode::Global,
-            other => {
-                return Err(invalid(
-                    format!("{key}.mode"),
-                    format!("unknown mode `{other}` (droplets, tag or global)"),
-                ))
-            }
-        };
         for (j, r) in regions.iter().enumerate() {
             let d = &r.digitalocean;
-            let missing = match mode {
+            let missing = match lb.mode {
                 LbMode::Droplets if d.droplet_ids.is_empty() => Some("droplet_ids"),
                 LbMode::Tag if d.tag.as_deref().unwrap_or("").is_empty() => Some("tag"),
                 LbMode::Global if d.slug.as_deref().unwrap_or("").is_empty() => Some("slug"),
@@ -933,12 +719,13 @@ fn validate_do(
                     format!("region[{j}].digitalocean.{field}"),
                     format!(
                         "region `{}` needs it for load balancer {} in {} mode",
-                        r.name, lb.id, lb.mode
+                        r.name,
+                        lb.id,
+                        lb.mode.as_str()
                     ),
                 ));
             }
         }
-        load_balancers.push(LoadBalancerConfig { id: lb.id, mode });
     }
     // Droplets of different regions must not overlap, or a move could remove a target it adds.
     let mut seen = std::collections::BTreeMap::new();
@@ -952,22 +739,11 @@ fn validate_do(
             }
         }
     }
-    let mut dns_records = Vec::new();
-    for (i, rec) in d.dns_records.into_iter().enumerate() {
+    for (i, rec) in d.dns_records.iter().enumerate() {
         let key = format!("responder.digitalocean.dns_record[{i}]");
         if rec.domain.is_empty() {
             return Err(invalid(format!("{key}.domain"), "must not be empty"));
         }
-        let kind = match rec.kind.as_str() {
-            "A" => RecordType::A,
-            "AAAA" => RecordType::AAAA,
-            other => {
-                return Err(invalid(
-                    format!("{key}.type"),
-                    format!("`{other}` is not supported (A or AAAA)"),
-                ))
-            }
-        };
         if rec.ttl < 30 {
             return Err(invalid(
                 format!("{key}.ttl"),
@@ -975,39 +751,33 @@ fn validate_do(
             ));
         }
         for (j, r) in regions.iter().enumerate() {
-            let (field, addr) = match kind {
+            let (field, addr) = match rec.kind {
                 RecordType::A => ("ipv4", &r.digitalocean.ipv4),
                 RecordType::AAAA => ("ipv6", &r.digitalocean.ipv6),
             };
             let ok = addr
                 .as_deref()
                 .and_then(|a| a.parse::<IpAddr>().ok())
-                .is_some_and(|ip| ip.is_ipv4() == (kind == RecordType::A));
+                .is_some_and(|ip| ip.is_ipv4() == (rec.kind == RecordType::A));
             if !ok {
                 return Err(invalid(
                     format!("region[{j}].digitalocean.{field}"),
                     format!(
                         "region `{}` needs a valid {field} address for the {} record of {}",
                         r.name,
-                        kind.as_str(),
+                        rec.kind.as_str(),
                         rec.domain
                     ),
                 ));
             }
         }
-        dns_records.push(DnsRecordConfig {
-            domain: rec.domain,
-            record_id: rec.record_id,
-            kind,
-            ttl: rec.ttl,
-        });
     }
     Ok(DigitalOceanConfig {
-        api_url,
+        api_url: d.api_url.to_string(),
         token,
-        request_timeout,
-        load_balancers,
-        dns_records,
+        request_timeout: d.request_timeout.0,
+        load_balancers: d.load_balancers,
+        dns_records: d.dns_records,
     })
 }
 
