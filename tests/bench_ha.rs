@@ -4,14 +4,12 @@
 //!   replica resumes the plan; 10 runs, lease 3 s;
 //! - storm: 10,000 deliveries of one alert spread over three replicas by 50 concurrent senders.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::Method;
-use common::stack::*;
-use common::wait_until;
 use fake_digitalocean::Fault;
+use testkit::stack::*;
+use testkit::wait_until;
 
 const T0: &str = "2026-11-26T05:49:00.000Z";
 
@@ -224,7 +222,7 @@ async fn stored_size(s: &Stack) -> usize {
     let Some(store) = &s.state_store else {
         return std::fs::metadata(s.path("state.json")).unwrap().len() as usize;
     };
-    let c = common::client("eu-west-1", &store.endpoint()).await;
+    let c = testkit::client("eu-west-1", &store.endpoint()).await;
     let item = c
         .get_item()
         .table_name(STATE_TABLE)

@@ -1,11 +1,9 @@
 //! The exporter against real moto servers, scraped over HTTP.
 
-mod common;
-
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::*;
+use testkit::*;
 
 const T: &str = "wordpress_posts";
 

@@ -2,15 +2,13 @@
 //! delivery, kill -9 of the acting replica between steps, an unreachable state store, and the
 //! Alertmanager sequences and parser limits of the fault campaign.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use common::stack::*;
-use common::{sample, wait_until, Link};
 use fake_digitalocean::Fault;
 use serde_json::json;
+use testkit::stack::*;
+use testkit::{sample, wait_until, Link};
 
 const T0: &str = "2026-11-26T05:49:00.000Z";
 
@@ -420,7 +418,7 @@ async fn a_flood_of_distinct_alerts_keeps_the_stored_item_bounded_and_the_real_a
     let leader = s.leader().await;
     let took = s.flood(leader, WEST, T0).await;
     println!("flood bodies answered in {took:?} ms");
-    let c = common::client("eu-west-1", &s.state_store.as_ref().unwrap().endpoint()).await;
+    let c = testkit::client("eu-west-1", &s.state_store.as_ref().unwrap().endpoint()).await;
     let item = c
         .get_item()
         .table_name(STATE_TABLE)

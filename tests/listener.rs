@@ -2,12 +2,10 @@
 //! body, headers that never end, an idle keep-alive connection, more connections than the cap.
 //! Raw TCP, so the test controls every byte; the real binary.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::stack::*;
-use common::{sample, wait_until};
+use testkit::stack::*;
+use testkit::{sample, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,14 +1,12 @@
 //! The responder as a real process: real Alertmanager-shaped webhooks over HTTP, real moto regions
 //! for the live check, the fake DigitalOcean API, a notification receiver, captured logs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::stack::*;
-use common::{sample, wait_until};
 use fake_digitalocean::Fault;
 use serde_json::{json, Value};
+use testkit::stack::*;
+use testkit::{sample, wait_until};
 
 const T0: &str = "2026-11-26T05:49:00.000Z";
 

@@ -1,6 +1,8 @@
-//! Test harness: real moto servers standing in for DynamoDB regions, the exporter spawned on
-//! port 0, a blackhole endpoint, and polling with deadlines instead of sleeps.
-#![allow(dead_code)]
+//! The test kit: real moto servers standing in for DynamoDB regions, the exporter spawned on
+//! port 0, a blackhole endpoint, a TCP proxy that can slow or cut a path, a DynamoDB gate that can
+//! refuse writes, and polling with deadlines instead of sleeps. [`stack`] runs the responder
+//! processes against moto and the fake DigitalOcean API. Shared by the integration tests, the
+//! benchmarks and the demo's drill, so each describes its topology once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,12 +24,40 @@ use tokio::time::Instant;
 use dynamo_failover::config::Config;
 use dynamo_failover::shutdown::{self, ShutdownTrigger};
 
+pub mod chain;
+pub mod stack;
+
+/// The repository's root directory.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `dynamo-failover` binary: `DYNAMO_FAILOVER_BIN`, or the one Cargo built beside the
+/// running test, benchmark or drill (`target/<profile>/dynamo-failover`).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("DYNAMO_FAILOVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the running executable");
+    let mut dir = exe.parent().expect("a directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("dynamo-failover");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build), or set DYNAMO_FAILOVER_BIN",
+        bin.display()
+    );
+    bin
+}
+
 /// The moto server binary: `MOTO_SERVER`, or the venv `scripts/test` creates.
 pub fn moto_bin() -> PathBuf {
     if let Ok(p) = std::env::var("MOTO_SERVER") {
         return PathBuf::from(p);
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/moto_server");
+    let p = root().join(".cache/venv/bin/moto_server");
     assert!(
         p.exists(),
         "moto_server not found at {}: run the tests through scripts/test, which installs it",
@@ -369,8 +399,6 @@ pub fn exporter_config(prober: &str, regions: &[(&str, &str)], tables: &[&str]) 
     }
     s
 }
-
-pub mod stack;
 
 /// What a [`Proxy`] does with the traffic it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,6 @@ use tokio::process::{Child, Command};
 
 use super::*;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_dynamo-failover");
 pub const WEBHOOK_TOKEN: &str = "whk-3f9a1c77e2d84b0c9e5a";
 pub const ADMIN_TOKEN: &str = "adm-71b2e6d04f3a49c8a1d2";
 pub const DO_TOKEN: &str = "dop_v1_5e8c2a9f7b1d4e6c8a0b3f5d7e9c1a2b";
@@ -409,7 +408,7 @@ webhook_url = "{notify}/hook"
         } else {
             format!("config-{i}.toml")
         };
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(binary())
             .args([role, "--log-format", "json", "--config"])
             .arg(self.path(&config))
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -482,7 +481,7 @@ webhook_url = "{notify}/hook"
         } else {
             format!("config-{i}.toml")
         };
-        let out = Command::new(BIN)
+        let out = Command::new(binary())
             .args(["responder", "--config"])
             .arg(self.path(&config))
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -664,7 +663,7 @@ webhook_url = "{notify}/hook"
         } else {
             Vec::new()
         };
-        let out = std::process::Command::new(BIN)
+        let out = std::process::Command::new(binary())
             .args(args)
             .args(&url)
             .arg("--config")

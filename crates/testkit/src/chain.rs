@@ -1,0 +1,220 @@
+//! The whole chain for real: three exporter processes (three probers) -> Prometheus (the fast
+//! profile derived from prometheus/) -> Alertmanager (derived from alertmanager/) -> the
+//! responder's webhook -> the fake DigitalOcean API and the application's env file. Every process
+//! binds port 0; the ports are read back.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::stack::*;
+use crate::*;
+
+pub struct Chain {
+    pub stack: Stack,
+    procs: Vec<Child>,
+    /// Prometheus' base URL.
+    pub prom: String,
+    /// Alertmanager's base URL.
+    pub alertmanager: String,
+    /// The probers' /metrics addresses.
+    pub exporters: Vec<String>,
+    pub dir: tempfile::TempDir,
+    /// Between every prober and us-east-1, with `east_gated`: can refuse writes.
+    pub gate: Option<WriteGate>,
+}
+
+fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    cmd.stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e} (run the tests through scripts/test)"))
+}
+
+async fn wait_http_ok(url: &str, what: &str) {
+    let http = reqwest::Client::new();
+    wait_until(START_LIMIT, what, || {
+        let (http, url) = (http.clone(), url.to_string());
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+}
+
+impl Chain {
+    /// Starts everything. `blackhole_east_for` names probers whose path to us-east-1 is cut;
+    /// with `east_gated` every prober reaches us-east-1 through a [`WriteGate`].
+    pub async fn start(blackhole_east_for: &[&str], east_gated: bool) -> Chain {
+        let stack = Stack::start(Knobs::default()).await;
+        let gate = if east_gated {
+            Some(WriteGate::start(stack.east.port).await)
+        } else {
+            None
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (hole, _h) = blackhole().await;
+        std::mem::forget(_h); // the blackhole lives as long as the test
+        let mut procs = Vec::new();
+        let mut exporters = Vec::new();
+        // Every process binds port 0; the ports are read back from its log or from /proc.
+        for prober in ["p1", "p2", "p3"] {
+            let east = if blackhole_east_for.contains(&prober) {
+                hole.clone()
+            } else if let Some(g) = &gate {
+                g.endpoint()
+            } else {
+                stack.east.endpoint()
+            };
+            let cfg = format!(
+                "[prober]\nid = \"{prober}\"\ninterval = \"1s\"\nattempt_timeout = \"300ms\"\ntimeout = \"800ms\"\n\n\
+                 [exporter]\nlisten = \"127.0.0.1:0\"\n\n\
+                 [[region]]\nname = \"{EAST}\"\nendpoint = \"{east}\"\npriority = 1\n\n\
+                 [[region]]\nname = \"{WEST}\"\nendpoint = \"{west}\"\npriority = 2\n\n\
+                 [[table]]\nname = \"{TABLE}\"\n",
+                west = stack.west.endpoint()
+            );
+            let path = dir.path().join(format!("{prober}.toml"));
+            std::fs::write(&path, cfg).unwrap();
+            let mut child = spawn_logged(
+                dir.path(),
+                prober,
+                Command::new(binary())
+                    .args(["exporter", "--log-format", "json", "--config"])
+                    .arg(&path)
+                    .env("AWS_ACCESS_KEY_ID", "testing")
+                    .env("AWS_SECRET_ACCESS_KEY", "testing")
+                    .env("AWS_EC2_METADATA_DISABLED", "true"),
+            );
+            let log = dir.path().join(format!("{prober}.log"));
+            let port = wait_logged_port(&mut child, &log, "exporter started").await;
+            procs.push(child);
+            exporters.push(format!("127.0.0.1:{port}"));
+        }
+        let profile = dir.path().join("profile");
+        // The monitoring files, derived from the shipped ones; Prometheus needs Alertmanager's
+        // address, known once Alertmanager listens.
+        let derive = |alertmanager: &str| {
+            let out = std::process::Command::new("python3")
+                .arg(root().join("scripts/lib/profile.py"))
+                .arg(&profile)
+                .args(["--fast", "--exporters", &exporters.join(",")])
+                .args(["--responder", &format!("127.0.0.1:{}", stack.port)])
+                .args(["--alertmanager", alertmanager])
+                .arg("--webhook-token-file")
+                .arg(stack.path("webhook.token"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "profile.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        derive("127.0.0.1:9");
+        let mut am = spawn_logged(
+            dir.path(),
+            "alertmanager",
+            Command::new("prometheus-alertmanager")
+                .arg(format!(
+                    "--config.file={}",
+                    profile.join("alertmanager.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.path={}",
+                    dir.path().join("am-data").display()
+                ))
+                .arg("--web.listen-address=127.0.0.1:0")
+                .arg("--cluster.listen-address="),
+        );
+        let am_port = wait_listening(&mut am, "Alertmanager").await;
+        procs.push(am);
+        derive(&format!("127.0.0.1:{am_port}"));
+        let mut prometheus = spawn_logged(
+            dir.path(),
+            "prometheus",
+            Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    profile.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("prom-data").display()
+                ))
+                .arg("--web.listen-address=127.0.0.1:0"),
+        );
+        let prom_port = wait_listening(&mut prometheus, "Prometheus").await;
+        procs.push(prometheus);
+        let prom = format!("http://127.0.0.1:{prom_port}");
+        wait_http_ok(
+            &format!("http://127.0.0.1:{am_port}/-/ready"),
+            "Alertmanager to be ready",
+        )
+        .await;
+        wait_http_ok(&format!("{prom}/-/ready"), "Prometheus to be ready").await;
+        let chain = Chain {
+            stack,
+            procs,
+            prom,
+            alertmanager: format!("http://127.0.0.1:{am_port}"),
+            exporters,
+            dir,
+            gate,
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "every target up and three probers reporting",
+            || async {
+                chain.value("count(up == 1)").await == Some(4.0)
+                    && chain
+                        .value("dynamodb:region:reporting_probers{region=\"us-east-1\"}")
+                        .await
+                        == Some(3.0)
+            },
+        )
+        .await;
+        chain
+    }
+
+    pub async fn query(&self, q: &str) -> Vec<Value> {
+        let r: Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.prom))
+            .query(&[("query", q)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["status"], "success", "query {q}: {r}");
+        r["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn value(&self, q: &str) -> Option<f64> {
+        self.query(q).await.first()?["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.start_kill();
+        }
+    }
+}
