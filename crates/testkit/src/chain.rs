@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -22,7 +21,7 @@ pub struct Chain {
     pub alertmanager: String,
     /// The probers' /metrics addresses.
     pub exporters: Vec<String>,
-    pub dir: tempfile::TempDir,
+    pub dir: Workdir,
     /// Between every prober and us-east-1, with `east_gated`: can refuse writes.
     pub gate: Option<WriteGate>,
 }
@@ -50,24 +49,82 @@ async fn wait_http_ok(url: &str, what: &str) {
     .await;
 }
 
+/// What a chain is made of, beyond the defaults.
+#[derive(Default)]
+pub struct ChainOpts {
+    /// Probers whose path to us-east-1 is cut (a blackhole endpoint).
+    pub blackhole_east_for: Vec<&'static str>,
+    /// Every prober reaches us-east-1 through a [`WriteGate`] (`Chain::gate`).
+    pub east_gated: bool,
+    /// The responder stack's knobs (the chain fills in `prometheus_url`).
+    pub knobs: Knobs,
+}
+
 impl Chain {
-    /// Starts everything. `blackhole_east_for` names probers whose path to us-east-1 is cut;
-    /// with `east_gated` every prober reaches us-east-1 through a [`WriteGate`].
-    pub async fn start(blackhole_east_for: &[&str], east_gated: bool) -> Chain {
-        let stack = Stack::start(Knobs::default()).await;
-        let gate = if east_gated {
+    /// Starts everything with the defaults.
+    pub async fn start(blackhole_east_for: &[&'static str], east_gated: bool) -> Chain {
+        Self::start_with(ChainOpts {
+            blackhole_east_for: blackhole_east_for.to_vec(),
+            east_gated,
+            ..ChainOpts::default()
+        })
+        .await
+    }
+
+    /// Starts everything. Order: Prometheus first (the responder reads the data at risk from
+    /// it), then the responder stack, the probers and Alertmanager; then Prometheus is told
+    /// where they all are (a config reload).
+    pub async fn start_with(opts: ChainOpts) -> Chain {
+        // One directory for everything: the stack's (kept for the demo) or a temporary one.
+        let dir = match &opts.knobs.dir {
+            Some(p) => {
+                std::fs::create_dir_all(p).unwrap();
+                Workdir::Kept(p.clone())
+            }
+            None => Workdir::Temp(tempfile::tempdir().unwrap()),
+        };
+        let profile = dir.path().join("profile");
+        std::fs::create_dir_all(&profile).unwrap();
+        std::fs::write(
+            profile.join("prometheus.yml"),
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n",
+        )
+        .unwrap();
+        let mut procs = Vec::new();
+        let mut prometheus = spawn_logged(
+            dir.path(),
+            "prometheus",
+            Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    profile.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("prom-data").display()
+                ))
+                .arg("--web.listen-address=127.0.0.1:0")
+                .arg("--web.enable-lifecycle"),
+        );
+        let prom_port = wait_listening(&mut prometheus, "Prometheus").await;
+        procs.push(prometheus);
+        let prom = format!("http://127.0.0.1:{prom_port}");
+        let stack = Stack::start(Knobs {
+            prometheus_url: Some(prom.clone()),
+            dir: Some(dir.path().to_path_buf()),
+            ..opts.knobs
+        })
+        .await;
+        let gate = if opts.east_gated {
             Some(WriteGate::start(stack.east.port).await)
         } else {
             None
         };
-        let dir = tempfile::tempdir().unwrap();
         let (hole, _h) = blackhole().await;
-        std::mem::forget(_h); // the blackhole lives as long as the test
-        let mut procs = Vec::new();
+        std::mem::forget(_h); // the blackhole lives as long as the process
         let mut exporters = Vec::new();
-        // Every process binds port 0; the ports are read back from its log or from /proc.
         for prober in ["p1", "p2", "p3"] {
-            let east = if blackhole_east_for.contains(&prober) {
+            let east = if opts.blackhole_east_for.contains(&prober) {
                 hole.clone()
             } else if let Some(g) = &gate {
                 g.endpoint()
@@ -82,10 +139,10 @@ impl Chain {
                  [[table]]\nname = \"{TABLE}\"\n",
                 west = stack.west.endpoint()
             );
-            let path = dir.path().join(format!("{prober}.toml"));
+            let path = stack.path(&format!("{prober}.toml"));
             std::fs::write(&path, cfg).unwrap();
             let mut child = spawn_logged(
-                dir.path(),
+                stack.dir.path(),
                 prober,
                 Command::new(binary())
                     .args(["exporter", "--log-format", "json", "--config"])
@@ -94,14 +151,13 @@ impl Chain {
                     .env("AWS_SECRET_ACCESS_KEY", "testing")
                     .env("AWS_EC2_METADATA_DISABLED", "true"),
             );
-            let log = dir.path().join(format!("{prober}.log"));
+            let log = stack.path(&format!("{prober}.log"));
             let port = wait_logged_port(&mut child, &log, "exporter started").await;
             procs.push(child);
             exporters.push(format!("127.0.0.1:{port}"));
         }
-        let profile = dir.path().join("profile");
-        // The monitoring files, derived from the shipped ones; Prometheus needs Alertmanager's
-        // address, known once Alertmanager listens.
+        // The monitoring files, derived from the shipped ones (profile.py); Alertmanager's own
+        // config does not depend on its address, Prometheus' does.
         let derive = |alertmanager: &str| {
             let out = std::process::Command::new("python3")
                 .arg(root().join("scripts/lib/profile.py"))
@@ -119,6 +175,7 @@ impl Chain {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
+        // Prometheus runs on its first config until the reload below.
         derive("127.0.0.1:9");
         let mut am = spawn_logged(
             dir.path(),
@@ -138,29 +195,21 @@ impl Chain {
         let am_port = wait_listening(&mut am, "Alertmanager").await;
         procs.push(am);
         derive(&format!("127.0.0.1:{am_port}"));
-        let mut prometheus = spawn_logged(
-            dir.path(),
-            "prometheus",
-            Command::new("prometheus")
-                .arg(format!(
-                    "--config.file={}",
-                    profile.join("prometheus.yml").display()
-                ))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("prom-data").display()
-                ))
-                .arg("--web.listen-address=127.0.0.1:0"),
-        );
-        let prom_port = wait_listening(&mut prometheus, "Prometheus").await;
-        procs.push(prometheus);
-        let prom = format!("http://127.0.0.1:{prom_port}");
         wait_http_ok(
             &format!("http://127.0.0.1:{am_port}/-/ready"),
             "Alertmanager to be ready",
         )
         .await;
         wait_http_ok(&format!("{prom}/-/ready"), "Prometheus to be ready").await;
+        let reload = reqwest::Client::new()
+            .post(format!("{prom}/-/reload"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reload.status().is_success(),
+            "Prometheus refused the reload"
+        );
         let chain = Chain {
             stack,
             procs,
@@ -171,7 +220,7 @@ impl Chain {
             gate,
         };
         wait_until(
-            Duration::from_secs(30),
+            START_LIMIT,
             "every target up and three probers reporting",
             || async {
                 chain.value("count(up == 1)").await == Some(4.0)

@@ -91,6 +91,23 @@ pub fn seed() -> Value {
     })
 }
 
+/// Where a stack keeps its files.
+pub enum Workdir {
+    /// Removed when the stack is dropped (tests).
+    Temp(tempfile::TempDir),
+    /// Left for people to read (the demo).
+    Kept(PathBuf),
+}
+
+impl Workdir {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Workdir::Temp(t) => t.path(),
+            Workdir::Kept(p) => p,
+        }
+    }
+}
+
 /// Knobs a test turns.
 #[derive(Clone)]
 pub struct Knobs {
@@ -109,6 +126,11 @@ pub struct Knobs {
     /// Each replica reaches the state store through its own [`Proxy`] (`Stack::proxies`), so a
     /// test can slow or cut one replica's path.
     pub store_proxies: bool,
+    /// The responder's `prometheus_url` (notices' data at risk, links).
+    pub prometheus_url: Option<String>,
+    /// Keep everything (configs, logs, state) in this directory instead of a temporary one.
+    pub dir: Option<PathBuf>,
+    pub tick: &'static str,
     pub header_timeout: &'static str,
     pub max_connections: usize,
 }
@@ -126,6 +148,9 @@ impl Default for Knobs {
             request_timeout: "10s",
             slow_first_reload: false,
             store_proxies: false,
+            prometheus_url: None,
+            dir: None,
+            tick: "200ms",
             header_timeout: "10s",
             max_connections: 256,
         }
@@ -148,7 +173,7 @@ pub struct Stack {
     pub proxies: Vec<Proxy>,
     pub fake: FakeDo,
     pub inbox: Inbox,
-    pub dir: tempfile::TempDir,
+    pub dir: Workdir,
     /// Replica 0's port.
     pub port: u16,
     /// Where `serve` puts the exporter role.
@@ -174,7 +199,13 @@ impl Stack {
             // Port 1 (tcpmux) has no listener on a test machine: every send is refused.
             notify = "http://127.0.0.1:1".to_string();
         }
-        let dir = tempfile::tempdir().unwrap();
+        let dir = match &knobs.dir {
+            Some(p) => {
+                std::fs::create_dir_all(p).unwrap();
+                Workdir::Kept(p.clone())
+            }
+            None => Workdir::Temp(tempfile::tempdir().unwrap()),
+        };
         let d = dir.path();
         std::fs::write(d.join("webhook.token"), WEBHOOK_TOKEN).unwrap();
         std::fs::write(d.join("admin.token"), ADMIN_TOKEN).unwrap();
@@ -241,7 +272,8 @@ max_connections = {max_connections}
 webhook_token_file = "{dir}/webhook.token"
 admin_token_file = "{dir}/admin.token"
 public_url = "{PUBLIC_URL}"
-tick = "200ms"
+tick = "{tick}"
+PROMETHEUS_LINE
 
 STATE_SECTION[responder.policy]
 min_interval = "{min_interval}"
@@ -296,6 +328,7 @@ webhook_url = "{notify}/hook"
             request_timeout = knobs.request_timeout,
             header_timeout = knobs.header_timeout,
             max_connections = knobs.max_connections,
+            tick = knobs.tick,
             slow = if knobs.slow_first_reload {
                 format!(
                     "; [ -f {0}/slowed ] || {{ touch {0}/slowed; sleep 4; }}",
@@ -324,7 +357,12 @@ webhook_url = "{notify}/hook"
                     ),
                 ),
             };
+            let prom_line = knobs
+                .prometheus_url
+                .as_ref()
+                .map_or(String::new(), |u| format!("prometheus_url = \"{u}\""));
             let text = config
+                .replace("PROMETHEUS_LINE", &prom_line)
                 .replace("STATE_FILE_LINE", &file_line)
                 .replace("STATE_SECTION", &section);
             let name = if i == 0 {
