@@ -32,7 +32,7 @@ result just after a scrape and the scrape just after an evaluation.
 
 The scrape and evaluation intervals are read from prometheus/prometheus.yml (value and `# fast:`
 value); the probe interval and timeout are the exporter's defaults (5 s, 2.5 s) and the fast
-profile's (1 s, 800 ms, tests/e2e.rs and config/demo.toml). The expected alerts are written by hand
+profile's (1 s, 800 ms, the chain of crates/testkit that tests/e2e.rs and the demo run). The expected alerts are written by hand
 per profile: the tests pin the thresholds, so changing a window or an interval breaks them.
 """
 import pathlib

@@ -9,6 +9,10 @@ ending in `# fast: [D]` has its one range selector replaced by [D]:
 `increase(dynamodb_probe_total[20s]) # fast: [5s]`. The other options point the scrape targets,
 the Alertmanager target and the responder webhook at the given addresses. Writes OUT_DIR/prometheus.yml,
 OUT_DIR/rules/*.yml and OUT_DIR/alertmanager.yml.
+
+Why Python: it edits YAML text line by line, keeping every comment, and runs where the test kit
+and `scripts/lib/check-monitoring` need it without a build. (Every other part of the demo and the
+tests is Rust, in crates/testkit.)
 """
 import argparse
 import pathlib

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -28,10 +28,20 @@ pub const PUBLIC_URL: &str = "http://failover.example.test";
 
 /// Everything posted to the notification receiver, as (path, JSON body).
 #[derive(Clone, Default)]
-pub struct Inbox(Arc<Mutex<Vec<(String, Value)>>>);
+pub struct Inbox(Arc<Mutex<Vec<(String, Value, SystemTime)>>>);
 
 impl Inbox {
     pub fn all(&self) -> Vec<(String, Value)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, v, _)| (p.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Everything posted, with when it arrived.
+    pub fn all_timed(&self) -> Vec<(String, Value, SystemTime)> {
         self.0.lock().unwrap().clone()
     }
 
@@ -66,7 +76,7 @@ async fn record(State(inbox): State<Inbox>, uri: axum::http::Uri, body: Bytes) -
     } else {
         uri.path().to_string()
     };
-    inbox.0.lock().unwrap().push((path, v));
+    inbox.0.lock().unwrap().push((path, v, SystemTime::now()));
     "ok"
 }
 

@@ -1,0 +1,422 @@
+//! The failover drill of `scripts/demo`: the chain the end-to-end test runs (two moto regions,
+//! three probers, Prometheus, Alertmanager, the responder, the fake DigitalOcean API), with the
+//! fast profile; the home region dies and comes back, narrated as it happens, and a summary with
+//! the recovery times.
+//!
+//! ```text
+//! drill [--dir DIR] [--keep] [--repeat N]
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use testkit::chain::{Chain, ChainOpts};
+use testkit::stack::*;
+use testkit::*;
+
+struct Args {
+    dir: PathBuf,
+    keep: bool,
+    repeat: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        dir: root().join(".cache/demo"),
+        keep: false,
+        repeat: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--dir" => a.dir = PathBuf::from(it.next().ok_or("--dir needs a directory")?),
+            "--keep" => a.keep = true,
+            "--repeat" => {
+                a.repeat = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n >= 1)
+                    .ok_or("--repeat needs a number of drills, 1 or more")?
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other} (--dir DIR, --keep, --repeat N)"
+                ))
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// `HH:MM:SS.d` (UTC) of a Unix time in seconds.
+fn stamp(t: f64) -> String {
+    let s = t as u64;
+    format!(
+        "{:02}:{:02}:{:02}.{}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ((t.fract()) * 10.0) as u64
+    )
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn say(what: &str) {
+    println!("  {}  {what}", stamp(now()));
+}
+
+/// Watches the probers, Prometheus, the responder's log and the notifications, and tells each
+/// change once, in the order it happened (by each source's own timestamp where it has one).
+struct Narrator {
+    seen: BTreeSet<String>,
+    queue: Vec<(f64, String)>,
+    log_lines: usize,
+    notes: usize,
+    phase: &'static str,
+}
+
+impl Narrator {
+    fn add(&mut self, key: String, when: f64, what: String) {
+        if self.seen.insert(key) {
+            self.queue.push((when, what));
+        }
+    }
+
+    fn flush(&mut self, everything: bool) {
+        let cutoff = if everything { f64::MAX } else { now() - 1.0 };
+        self.queue.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+        let (ready, rest): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|(w, _)| *w <= cutoff);
+        self.queue = rest;
+        for (when, what) in ready {
+            println!("  {}  {what}", stamp(when));
+        }
+    }
+
+    fn start_phase(&mut self, phase: &'static str) {
+        self.flush(true);
+        self.seen.clear();
+        self.phase = phase;
+    }
+
+    async fn poll(&mut self, c: &Chain) {
+        let t = now();
+        let ph = self.phase;
+        for (i, e) in c.exporters.iter().enumerate() {
+            let p = format!("p{}", i + 1);
+            let Ok(r) = reqwest::get(format!("http://{e}/metrics")).await else {
+                continue;
+            };
+            let text = r.text().await.unwrap_or_default();
+            let ok = sample(
+                &text,
+                "dynamodb_probe_success",
+                &[("region", EAST), ("operation", "read")],
+            );
+            match (ok, ph) {
+                (Some(0.0), "fault") => self.add(
+                    format!("fail-{p}"),
+                    t,
+                    format!("probe: {p} sees {EAST} failing"),
+                ),
+                (Some(1.0), "restore") => self.add(
+                    format!("ok-{p}"),
+                    t,
+                    format!("probe: {p} sees {EAST} healthy again"),
+                ),
+                _ => {}
+            }
+        }
+        if let Ok(r) = reqwest::get(format!("{}/api/v1/alerts", c.prom)).await {
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            let mine: Vec<&Value> = v["data"]["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["labels"]["alertname"] == "DynamoDBRegionUnavailable")
+                .collect();
+            for a in &mine {
+                if a["state"] == "pending" {
+                    let at = a["activeAt"]
+                        .as_str()
+                        .and_then(dynamo_failover::alert::rfc3339_ms)
+                        .map_or(t, |ms| ms as f64 / 1000.0);
+                    self.add(
+                        "pending".into(),
+                        at,
+                        "Prometheus: DynamoDBRegionUnavailable pending (a quorum of probers agree; the 3 s window runs)".into(),
+                    );
+                } else if ph == "fault" {
+                    let op = a["annotations"]["operation"].as_str().unwrap_or("?");
+                    self.add(
+                        "firing".into(),
+                        t,
+                        format!("Prometheus: DynamoDBRegionUnavailable firing ({op} failing) -> Alertmanager"),
+                    );
+                }
+            }
+            if mine.is_empty() && ph == "restore" {
+                self.add(
+                    "resolved".into(),
+                    t,
+                    "Prometheus: DynamoDBRegionUnavailable resolved".into(),
+                );
+            }
+        }
+        let notes = c.stack.inbox.all_timed();
+        for (_, n, at) in notes
+            .iter()
+            .skip(self.notes)
+            .filter(|(p, _, _)| p == "/hook")
+        {
+            let at = at.duration_since(UNIX_EPOCH).map_or(t, |d| d.as_secs_f64());
+            self.queue.push((
+                at,
+                format!("notification: {}", n["title"].as_str().unwrap_or("")),
+            ));
+        }
+        self.notes = notes.len();
+        let log = c.stack.logs();
+        let lines: Vec<&str> = log.lines().collect();
+        for line in lines.iter().skip(self.log_lines) {
+            let Ok(e) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let when = e["timestamp"]
+                .as_str()
+                .and_then(dynamo_failover::alert::rfc3339_ms)
+                .map_or(t, |ms| ms as f64 / 1000.0);
+            let f = |k: &str| {
+                e[k].as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e[k].to_string())
+            };
+            let what = match e["message"].as_str().unwrap_or("") {
+                "webhook received" => format!("responder: webhook received ({})", f("status")),
+                m @ ("live check passed" | "live check failed") => {
+                    format!("responder: {m} for {} (epoch {})", f("to"), f("epoch"))
+                }
+                "step done" => format!(
+                    "responder: step verified: {} (epoch {})",
+                    f("step"),
+                    f("epoch")
+                ),
+                "step failed" => format!("responder: step failed: {}: {}", f("step"), f("error")),
+                _ => continue,
+            };
+            self.queue.push((when, what));
+        }
+        self.log_lines = lines.len();
+        self.flush(false);
+    }
+}
+
+async fn settled_in(s: &Stack, region: &str) -> bool {
+    let st = s.state().await;
+    st["active_region"] == region && st["plan"].is_null()
+}
+
+/// Narrates until traffic has settled in `region`; the reason when it does not in time.
+async fn follow(n: &mut Narrator, c: &Chain, region: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        n.poll(c).await;
+        if settled_in(&c.stack, region).await {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            n.poll(c).await;
+            n.flush(true);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            n.flush(true);
+            return Err(format!(
+                "traffic did not settle in {region} in time; the logs are in {}",
+                c.dir.path().display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("drill: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Ctrl-C or SIGTERM drop the drill, and with it every process it started.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    let failed = tokio::select! {
+        r = drill(a) => r.err(),
+        _ = tokio::signal::ctrl_c() => Some("interrupted".to_string()),
+        _ = term.recv() => Some("terminated".to_string()),
+    };
+    // Everything the drill started is stopped by now (dropped with it).
+    if let Some(why) = failed {
+        eprintln!("drill: {why}");
+        std::process::exit(1);
+    }
+}
+
+async fn drill(a: Args) -> Result<(), String> {
+    if a.dir.exists() {
+        std::fs::remove_dir_all(&a.dir).expect("clear the run directory");
+    }
+    println!("==> starting the stack on 127.0.0.1 (fast profile: 1 s probes, scrapes and evaluation, 3 s window)");
+    let mut c = Chain::start_with(ChainOpts {
+        knobs: Knobs {
+            min_interval: "2s",
+            stabilisation: "5s",
+            tick: "250ms",
+            dir: Some(a.dir.clone()),
+            ..Knobs::default()
+        },
+        ..ChainOpts::default()
+    })
+    .await;
+    // The rules have judged the region healthy for a while, as in any running system.
+    wait_until(
+        Duration::from_secs(90),
+        "Prometheus to evaluate the rules for 10 s",
+        || async {
+            c.value(&format!(
+                "count_over_time(dynamodb:region:reporting_probers{{region=\"{EAST}\"}}[10s]) >= 9"
+            ))
+            .await
+            .is_some()
+        },
+    )
+    .await;
+    println!(
+        "
+    Prometheus      {}/alerts
+    Alertmanager    {}
+    Responder       {}/v1/active-region   (state: /v1/state, admin token in {})
+    Probers         {}
+    Logs, configs   {}/
+",
+        c.prom,
+        c.alertmanager,
+        c.stack.base(),
+        c.stack.path("admin.token").display(),
+        c.exporters
+            .iter()
+            .map(|e| format!("http://{e}/metrics"))
+            .collect::<Vec<_>>()
+            .join("  "),
+        a.dir.display()
+    );
+    let mut n = Narrator {
+        seen: BTreeSet::new(),
+        queue: Vec::new(),
+        log_lines: 0,
+        notes: 0,
+        phase: "fault",
+    };
+    n.poll(&c).await;
+    n.queue.clear();
+    let mut rows = Vec::new();
+    for cycle in 1..=a.repeat {
+        println!("==> drill {cycle}: stopping {EAST} (its DynamoDB stand-in is killed)");
+        n.start_phase("fault");
+        c.stack.east.stop().await;
+        let fault = Instant::now();
+        say(&format!("FAULT: {EAST} is down"));
+        follow(&mut n, &c, WEST).await?;
+        let moved = fault.elapsed().as_secs_f64();
+        say(&format!(
+            "MOVED: traffic verified in {WEST} fault_to_verified={moved:.2}s"
+        ));
+        println!("==> drill {cycle}: restoring {EAST}");
+        n.start_phase("restore");
+        c.stack.east.restart().await;
+        create_table(&client(EAST, &c.stack.east.endpoint()).await, TABLE, true).await;
+        let back = Instant::now();
+        say(&format!(
+            "RESTORED: {EAST} answers again; failback waits for the 5 s stabilisation window"
+        ));
+        follow(&mut n, &c, EAST).await?;
+        let failed_back = back.elapsed().as_secs_f64();
+        say(&format!(
+            "FAILED BACK: traffic verified in {EAST} restore_to_verified={failed_back:.2}s"
+        ));
+        rows.push((cycle, moved, failed_back));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    let st = c.stack.state().await;
+    println!("\n==> summary");
+    println!(
+        "  {:>5}  {:>24}  {:>24}",
+        "drill", "fault -> traffic moved", "restore -> failed back"
+    );
+    for (cycle, moved, back) in &rows {
+        println!("  {cycle:>5}  {moved:>22.2} s  {back:>22.2} s");
+    }
+    let moves: Vec<f64> = rows.iter().map(|r| r.1).collect();
+    println!(
+        "  median fault -> verified move: {:.2} s over {} drill(s) (seed article: 3 x 60 s probes = 180 s or more, flapping back on the first good probe)",
+        median(&moves),
+        moves.len()
+    );
+    println!(
+        "  transitions: {}, epoch {}, active region now {}",
+        st["transitions"].as_array().map_or(0, Vec::len),
+        st["epoch"],
+        st["active_region"].as_str().unwrap_or("?")
+    );
+    let tag = c
+        .stack
+        .fake
+        .load_balancer("lb-tag")
+        .and_then(|lb| lb["tag"].as_str().map(str::to_string));
+    let dns = c
+        .stack
+        .fake
+        .record("example.com", 1001)
+        .and_then(|r| r["data"].as_str().map(str::to_string));
+    println!(
+        "  load balancer lb-tag targets tag {}; DNS www.example.com -> {}; {} says DYNAMODB_REGION={}",
+        tag.unwrap_or_default(),
+        dns.unwrap_or_default(),
+        c.stack.path("app.env").display(),
+        c.stack.env_value().unwrap_or_default()
+    );
+    let notices: HashMap<String, usize> =
+        c.stack
+            .inbox
+            .all()
+            .iter()
+            .fold(HashMap::new(), |mut m, (p, _)| {
+                *m.entry(p.clone()).or_default() += 1;
+                m
+            });
+    println!(
+        "  notifications received: {} (webhook) and {} (Slack); reload commands run: {}",
+        notices.get("/hook").unwrap_or(&0),
+        notices.get("/slack").unwrap_or(&0),
+        c.stack.reloads().len()
+    );
+    if a.keep {
+        println!("\n==> the stack keeps running (Ctrl-C to stop it)");
+        std::future::pending::<()>().await;
+    }
+    Ok(())
+}
