@@ -6,16 +6,12 @@
 //! 2. Acknowledgement time of 5,000 duplicate webhook deliveries from 50 concurrent senders, and
 //!    the number of transitions they caused (must be exactly one).
 //!
-//! Needs `MOTO_SERVER` (the live check probes two moto regions).
+//! The live check probes two moto regions (the test kit's, at nice 10).
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
 use serde_json::{json, Value};
+use testkit::{client, create_table, sdk_config, Moto};
 
 const TOKEN: &str = "bench-webhook-token";
 const ADMIN: &str = "bench-admin-token";
@@ -24,71 +20,6 @@ const DO_TOKEN: &str = "bench-do-token";
 fn pct(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
-}
-
-async fn moto() -> (tokio::process::Child, String) {
-    let bin = std::env::var("MOTO_SERVER").expect("MOTO_SERVER must point at moto_server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // moto stands in for DynamoDB, which would not share the responder's cores; at a lower
-    // priority its Python work does not crowd the responder being measured.
-    let child = tokio::process::Command::new("nice")
-        .args(["-n", "10", &bin, "-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..300 {
-        if reqwest::get(format!("{url}/moto-api/")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (child, url)
-}
-
-async fn seed_table(endpoint: &str, region: &str) {
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
-        .region(Region::new(region.to_string()))
-        .load()
-        .await;
-    let c = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&shared)
-            .endpoint_url(endpoint)
-            .build(),
-    );
-    c.create_table()
-        .table_name("wordpress_posts")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    c.put_item()
-        .table_name("wordpress_posts")
-        .item("pk", AttributeValue::S("dynamo-failover-health".into()))
-        .send()
-        .await
-        .unwrap();
 }
 
 fn alert(region: &str, firing: bool, starts: &str) -> String {
@@ -101,10 +32,10 @@ fn alert(region: &str, firing: bool, starts: &str) -> String {
 
 #[tokio::main]
 async fn main() {
-    let (east_proc, east) = moto().await;
-    let (west_proc, west) = moto().await;
-    seed_table(&east, "us-east-1").await;
-    seed_table(&west, "us-west-2").await;
+    let (mut east_moto, mut west_moto) = (Moto::start_niced().await, Moto::start_niced().await);
+    let (east, west) = (east_moto.endpoint(), west_moto.endpoint());
+    create_table(&client("us-east-1", &east).await, "wordpress_posts", true).await;
+    create_table(&client("us-west-2", &west).await, "wordpress_posts", true).await;
     let fake = fake_digitalocean::FakeDo::start_with_limit("127.0.0.1:0", DO_TOKEN, 1_000_000)
         .await
         .unwrap();
@@ -175,11 +106,7 @@ type = "A"
     let config = dynamo_failover::config::Config::parse(&config).expect("bench config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
-        .region(Region::new("us-east-1"))
-        .load()
-        .await;
+    let shared = sdk_config().await;
     let (trigger, stop) = dynamo_failover::shutdown::channel();
     tokio::spawn(dynamo_failover::responder::run(
         config, shared, listener, stop,
@@ -377,8 +304,7 @@ type = "A"
     );
     trigger.fire();
     // process::exit skips destructors: stop the moto servers first.
-    for mut p in [east_proc, west_proc] {
-        let _ = p.kill().await;
-    }
+    east_moto.stop().await;
+    west_moto.stop().await;
     std::process::exit(if overhead_ok && storm_ok { 0 } else { 1 });
 }

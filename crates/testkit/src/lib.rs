@@ -196,7 +196,24 @@ impl Moto {
 
     /// Starts on `port` (0: any free port, read back from the process).
     pub async fn start_on(port: u16) -> Moto {
-        let mut child = Command::new(moto_bin())
+        Self::spawn(port, false).await
+    }
+
+    /// Starts at a lower scheduling priority (nice 10): for benchmarks, where moto stands in for
+    /// DynamoDB, which would not share the measured process's cores.
+    pub async fn start_niced() -> Moto {
+        Self::spawn(0, true).await
+    }
+
+    async fn spawn(port: u16, niced: bool) -> Moto {
+        let mut cmd = if niced {
+            let mut c = Command::new("nice");
+            c.args(["-n", "10"]).arg(moto_bin());
+            c
+        } else {
+            Command::new(moto_bin())
+        };
+        let mut child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
