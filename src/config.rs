@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod agent;
 pub mod responder;
 pub mod types;
 pub use responder::{RegionDigitalOcean, ResponderConfig};
@@ -39,6 +40,21 @@ pub enum ConfigError {
 
 /// Regions one config may list (it bounds the responder's stored state, docs/runbook.md).
 pub const MAX_REGIONS: usize = 16;
+
+/// Reads TOML text into `T`; a value that does not parse names its exact key
+/// (`responder.digitalocean.load_balancer[0].mode`).
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let problem = e.into_inner().message().to_string();
+        if key.is_empty() || key == "." {
+            ConfigError::Parse(problem)
+        } else {
+            invalid(key, problem)
+        }
+    })
+}
 
 pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -225,16 +241,7 @@ impl Config {
         text: &str,
         secrets: SecretSource<'_>,
     ) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let problem = e.into_inner().message().to_string();
-            if key.is_empty() || key == "." {
-                ConfigError::Parse(problem)
-            } else {
-                invalid(key, problem)
-            }
-        })?;
+        let raw: RawConfig = deserialize(text)?;
         raw.validate(secrets)
     }
 
@@ -422,7 +429,7 @@ impl RawProber {
 }
 
 /// Names used as label values and in canary keys: short, printable, no separators we rely on.
-fn check_label_value(key: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_label_value(key: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() || value.len() > 64 {
         return Err(invalid(key, "must be 1 to 64 characters"));
     }

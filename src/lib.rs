@@ -47,6 +47,7 @@
 //!    and reads it back; its client asks the fence ([`failover::lease`]) before every attempt.
 
 pub mod adapters;
+pub mod agent;
 pub mod alert;
 pub mod aws;
 pub mod clock;

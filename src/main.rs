@@ -63,6 +63,19 @@ enum Command {
     Pause(ClientArgs),
     /// Resume automatic moves.
     Resume(ClientArgs),
+    /// Run the agent of one application server (its own config file with an [agent] section):
+    /// follow the placement, write the env file, reload, acknowledge.
+    Agent {
+        /// Validate the agent config, print it (secrets redacted) and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the token of agent NAME, derived from [responder.agents]'s secret (for the agent's
+    /// token_file).
+    AgentToken {
+        #[arg(long)]
+        name: String,
+    },
     /// Record that traffic is in REGION when no state is stored (the state was lost while traffic
     /// was away from home); the responder refuses to start until the placement is adopted.
     Adopt {
@@ -82,6 +95,9 @@ struct ClientArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if let Command::Agent { check } = cli.command {
+        return agent(&cli.config, check);
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -111,6 +127,22 @@ fn main() -> ExitCode {
         Command::Failback(c) => run(operator::call(config, c.url, operator::Action::Failback)),
         Command::Pause(c) => run(operator::call(config, c.url, operator::Action::Pause)),
         Command::Resume(c) => run(operator::call(config, c.url, operator::Action::Resume)),
+        Command::Agent { .. } => unreachable!("handled above: the agent has its own config"),
+        Command::AgentToken { name } => {
+            let Some(agents) = config.responder.as_ref().and_then(|r| r.agents.as_ref()) else {
+                eprintln!("dynamo-failover: the config has no [responder.agents] section");
+                return ExitCode::from(2);
+            };
+            if !agents.agents.iter().any(|a| a.name == name) {
+                eprintln!("dynamo-failover: `{name}` is not listed in [[responder.agents.agent]]");
+                return ExitCode::from(2);
+            }
+            println!(
+                "{}",
+                dynamo_failover::failover::agents::agent_token(&agents.secret, &name)
+            );
+            ExitCode::SUCCESS
+        }
         Command::Adopt { region } => run(async move {
             let shared = dynamo_failover::aws::load_shared().await;
             let said = dynamo_failover::responder::adopt(&config, &shared, &region).await?;
@@ -238,6 +270,32 @@ async fn run_both(config: Config) -> anyhow::Result<()> {
         }
     );
     a.and(b)
+}
+
+/// The agent role: its own config file (`[agent]` only).
+fn agent(path: &std::path::Path, check: bool) -> ExitCode {
+    use dynamo_failover::config::agent::AgentConfig;
+    let cfg = match AgentConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dynamo-failover: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        println!("# {} is valid; effective settings:", path.display());
+        print!("{}", cfg.to_pretty());
+        return ExitCode::SUCCESS;
+    }
+    run_on(Runtime::OneThread, async move {
+        use anyhow::Context;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding agent.listen {}", cfg.listen))?;
+        let (trigger, stop) = shutdown::channel();
+        fire_on_signal(std::sync::Arc::new(trigger));
+        dynamo_failover::agent::run(cfg, listener, stop).await
+    })
 }
 
 /// Fires the shutdown on SIGTERM or Ctrl-C.

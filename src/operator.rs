@@ -142,4 +142,37 @@ fn print_state(s: &Value) {
             str_of(&t["reason"])
         );
     }
+    if let Some(agents) = s["agents"].as_object().filter(|a| !a.is_empty()) {
+        println!();
+        println!(
+            "placement       {} (epoch {})",
+            str_of(&s["placement"]["region"]),
+            s["placement"]["epoch"]
+        );
+        println!(
+            "{:<20} {:<12} {:<14} {:<22} DETAIL",
+            "AGENT", "REGION", "APPLIED", "LAST SEEN"
+        );
+        for (name, a) in agents {
+            let ack = &a["ack"];
+            let applied = if ack.is_null() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{} {}{}",
+                    str_of(&ack["region"]),
+                    ack["epoch"],
+                    if ack["ok"] == true { "" } else { " FAILED" }
+                )
+            };
+            println!(
+                "{:<20} {:<12} {:<14} {:<22} {}",
+                name,
+                str_of(&a["region"]),
+                applied,
+                ms_to_text(&a["last_seen_ms"]),
+                str_of(&ack["detail"])
+            );
+        }
+    }
 }

@@ -33,8 +33,12 @@ pub fn steps(config: &Config) -> anyhow::Result<Vec<Arc<dyn Step>>> {
         .as_ref()
         .context("the config has no [responder] section")?;
     let names = config.regions.iter().map(|x| x.name.clone()).collect();
-    let mut steps: Vec<Arc<dyn Step>> =
-        vec![Arc::new(app_config::AppConfigStep::new(&r.app, names))];
+    // The agents step, when agents are configured, is the engine's (it follows their
+    // acknowledgements); it goes right after this one.
+    let mut steps: Vec<Arc<dyn Step>> = Vec::new();
+    if let Some(app) = &r.app {
+        steps.push(Arc::new(app_config::AppConfigStep::new(app, names)));
+    }
     if let Some(d) = &r.digitalocean {
         let client =
             Arc::new(digitalocean::DoClient::new(d).context("building the DigitalOcean client")?);
@@ -191,16 +195,24 @@ pub async fn run(
         .as_ref()
         .map_or(Duration::ZERO, |d| d.request_timeout);
     // How long a shutdown waits for the plan work in flight: one request, or one reload command.
-    let grace = request_timeout.max(r.app.command_timeout) + Duration::from_secs(1);
+    let command_timeout = r.app.as_ref().map_or(Duration::ZERO, |a| a.command_timeout);
+    let grace = request_timeout.max(command_timeout) + Duration::from_secs(1);
     let registry = Registry::new();
     register_common(&registry).context("registering build and process metrics")?;
     let regions: Vec<String> = config.regions.iter().map(|x| x.name.clone()).collect();
     let steps = steps(&config)?;
     let mut kinds: Vec<&str> = steps.iter().map(|s| s.kind().as_str()).collect();
+    if r.agents.is_some() {
+        kinds.push(crate::failover::state::StepKind::Agents.as_str());
+    }
     kinds.push("live_check");
     kinds.dedup();
     let metrics = ResponderMetrics::register(&registry, &regions, &kinds)
         .context("registering responder metrics")?;
+    for a in r.agents.iter().flat_map(|a| &a.agents) {
+        metrics.agent_applied_epoch.with_label_values(&[&a.name]);
+        metrics.agent_last_seen.with_label_values(&[&a.name]);
+    }
     let (store, lease) = open_store(&r.store, &shared).await?;
     let ha = match (&r.store, lease) {
         (
@@ -307,6 +319,12 @@ pub async fn run(
         regions: Arc::new(regions),
         max_body: r.max_body_bytes,
         request_timeout: r.request_timeout,
+        agents: r.agents.as_ref().map(|a| {
+            Arc::new(crate::http::agents::AgentDoor::new(
+                a.secret.clone(),
+                a.agents.iter().map(|e| e.name.clone()),
+            ))
+        }),
     };
     let conn_metrics = ConnMetrics {
         open: state.metrics.connections_open.clone(),

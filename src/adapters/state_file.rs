@@ -154,6 +154,7 @@ mod tests {
             retry_backoff_ms: 0,
             live_check_cooldown_ms: 0,
             alert_expiry_ms: 1_200_000,
+            agents: Default::default(),
         }
     }
 

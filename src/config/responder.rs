@@ -62,6 +62,7 @@ pub(super) struct RawResponder {
     steps: StepsConfig,
     digitalocean: Option<RawDigitalOcean>,
     notify: RawNotify,
+    agents: Option<RawAgents>,
 }
 
 impl Default for RawResponder {
@@ -85,6 +86,7 @@ impl Default for RawResponder {
             steps: StepsConfig::default(),
             digitalocean: None,
             notify: RawNotify::default(),
+            agents: None,
         }
     }
 }
@@ -149,6 +151,62 @@ impl RawDigitalOcean {
     }
 }
 
+/// `[responder.agents]`: the application servers' agents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgents {
+    #[serde(default)]
+    secret_file: Option<String>,
+    #[serde(default)]
+    required: Required,
+    #[serde(default, rename = "agent")]
+    agents: Vec<AgentEntry>,
+}
+
+/// How many of the target region's agents must acknowledge: `"all"` or a number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Required {
+    #[default]
+    All,
+    AtLeast(usize),
+}
+
+impl<'de> Deserialize<'de> for Required {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Required, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Word(String),
+            Count(i64),
+        }
+        match Text::deserialize(d)? {
+            Text::Word(w) if w == "all" => Ok(Required::All),
+            Text::Count(n) if n >= 1 => Ok(Required::AtLeast(n as usize)),
+            _ => Err(serde::de::Error::custom(
+                "must be \"all\" or a number of agents, 1 or more",
+            )),
+        }
+    }
+}
+
+impl Serialize for Required {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Required::All => s.serialize_str("all"),
+            Required::AtLeast(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+/// One expected agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    pub name: String,
+    /// The region whose application servers it runs on.
+    pub region: String,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawNotify {
@@ -208,11 +266,23 @@ pub struct ResponderConfig {
     pub max_connections: usize,
     pub alerts: AlertsConfig,
     pub policy: PolicyConfig,
-    pub app: AppConfig,
+    /// The local env file step (single-machine setups); `None` when only agents do it.
+    pub app: Option<AppConfig>,
     #[serde(with = "super::duration_text")]
     pub step_deadline: Duration,
     pub digitalocean: Option<DigitalOceanConfig>,
     pub notify: NotifyConfig,
+    pub agents: Option<AgentsConfig>,
+}
+
+/// `[responder.agents]`, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentsConfig {
+    /// Every agent's token is derived from it and the agent's name (`dynamo-failover
+    /// agent-token`), so a token only ever speaks for its own agent.
+    pub secret: Secret,
+    pub required: Required,
+    pub agents: Vec<AgentEntry>,
 }
 
 /// Where the responder keeps its state.
@@ -490,31 +560,22 @@ impl RawResponder {
                 "must not be empty",
             ));
         }
-        let app = self
-            .app
-            .ok_or_else(|| invalid("responder.app", "is required (env_file at least)"))?;
-        if app.env_file.as_os_str().is_empty() {
-            return Err(invalid("responder.app.env_file", "must not be empty"));
+        if self.app.is_none() && self.agents.is_none() {
+            return Err(invalid(
+                "responder.app",
+                "is required (env_file at least), unless [responder.agents] reconfigure the application servers",
+            ));
         }
-        for (i, c) in app.reload_commands.iter().enumerate() {
-            if c.is_empty() || c[0].is_empty() {
-                return Err(invalid(
-                    format!("responder.app.reload_commands[{i}]"),
-                    "must be a non-empty list: [program, args...]",
-                ));
+        if let Some(app) = &self.app {
+            if app.env_file.as_os_str().is_empty() {
+                return Err(invalid("responder.app.env_file", "must not be empty"));
             }
+            check_commands("responder.app", &app.reload_commands, &app.pass_env)?;
         }
-        for (i, name) in app.pass_env.iter().enumerate() {
-            if SECRET_VARIABLES.contains(&name.as_str()) {
-                return Err(invalid(
-                    format!("responder.app.pass_env[{i}]"),
-                    format!(
-                        "`{}` holds a secret; reload commands never get it",
-                        name.as_str()
-                    ),
-                ));
-            }
-        }
+        let agents = match self.agents {
+            None => None,
+            Some(a) => Some(validate_agents(a, regions, &secret)?),
+        };
 
         let digitalocean = match self.digitalocean {
             None => None,
@@ -610,12 +671,90 @@ impl RawResponder {
             max_connections: self.max_connections,
             alerts: self.alerts,
             policy: self.policy,
-            app,
+            app: self.app,
             step_deadline: self.steps.deadline,
             digitalocean,
             notify,
+            agents,
         })
     }
+}
+
+/// Reload commands are argument lists, and pass no secret through.
+pub(super) fn check_commands(
+    section: &str,
+    commands: &[Vec<String>],
+    pass_env: &[EnvName],
+) -> Result<(), ConfigError> {
+    for (i, c) in commands.iter().enumerate() {
+        if c.is_empty() || c[0].is_empty() {
+            return Err(invalid(
+                format!("{section}.reload_commands[{i}]"),
+                "must be a non-empty list: [program, args...]",
+            ));
+        }
+    }
+    for (i, name) in pass_env.iter().enumerate() {
+        if SECRET_VARIABLES.contains(&name.as_str()) {
+            return Err(invalid(
+                format!("{section}.pass_env[{i}]"),
+                format!(
+                    "`{}` holds a secret; reload commands never get it",
+                    name.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The environment variable an agents secret can come from.
+pub const AGENT_SECRET_ENV: &str = "DYNAMO_FAILOVER_AGENT_SECRET";
+
+fn validate_agents(
+    a: RawAgents,
+    regions: &[RegionConfig],
+    secret: SecretLoader<'_>,
+) -> Result<AgentsConfig, ConfigError> {
+    let secret = secret(
+        "responder.agents.secret_file",
+        a.secret_file.as_deref(),
+        AGENT_SECRET_ENV,
+    )?;
+    if secret.expose().len() < MIN_TOKEN_BYTES {
+        return Err(invalid(
+            "responder.agents.secret_file",
+            format!("the secret is shorter than {MIN_TOKEN_BYTES} bytes; use a random one (`openssl rand -hex 32`)"),
+        ));
+    }
+    if a.agents.is_empty() {
+        return Err(invalid(
+            "responder.agents.agent",
+            "lists no agent; add one [[responder.agents.agent]] per application server",
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, e) in a.agents.iter().enumerate() {
+        let key = |k: &str| format!("responder.agents.agent[{i}].{k}");
+        super::check_label_value(&key("name"), &e.name)?;
+        if !names.insert(e.name.clone()) {
+            return Err(invalid(
+                key("name"),
+                format!("agent `{}` is listed twice", e.name),
+            ));
+        }
+        if !regions.iter().any(|r| r.name == e.region) {
+            return Err(invalid(
+                key("region"),
+                format!("`{}` is not a configured region", e.region),
+            ));
+        }
+    }
+    Ok(AgentsConfig {
+        secret,
+        required: a.required,
+        agents: a.agents,
+    })
 }
 
 fn validate_store(

@@ -275,6 +275,7 @@ mod tests {
             retry_backoff_ms: 1000,
             live_check_cooldown_ms: 0,
             alert_expiry_ms: 1_200_000,
+            agents: Default::default(),
         };
         let steps = vec![
             StepSpec {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::lease::{Authority, Ha};
 use super::machine::{decide, is_known_alert, Effect, Event, Notice, Policy, Refusal, StepSpec};
 use super::notices::NoticeQueue;
-use super::state::{Plan, PlanStatus, State};
+use super::state::{Plan, PlanStatus, State, StepKind};
 use crate::failover::metrics::ResponderMetrics;
 use crate::ports::{Clock, LiveCheck, StateStore, Step, StoreError};
 
@@ -96,6 +96,24 @@ impl Engine {
                 }
             }
         };
+        let (published, _) = watch::channel(Arc::new(state.clone()));
+        let mut parts = parts;
+        if !parts.policy.agents.expected.is_empty() {
+            // The agents step watches the published state for the acknowledgements: it is the
+            // engine's to build. It comes right after the local env file step, if there is one.
+            let at = parts
+                .steps
+                .iter()
+                .position(|s| s.kind() != StepKind::AppConfig)
+                .unwrap_or(parts.steps.len());
+            parts.steps.insert(
+                at,
+                Arc::new(super::agents::AgentsStep::new(
+                    published.subscribe(),
+                    parts.policy.clone(),
+                )),
+            );
+        }
         let step_specs = parts
             .steps
             .iter()
@@ -104,7 +122,6 @@ impl Engine {
                 kind: s.kind(),
             })
             .collect::<Vec<_>>();
-        let (published, _) = watch::channel(Arc::new(state.clone()));
         let replicated = parts.ha.is_some();
         let engine = Arc::new(Engine {
             parts,
@@ -423,6 +440,18 @@ impl Engine {
             Some(p) if p.status == PlanStatus::Failed => 2,
             Some(_) => 1,
         });
+        m.placement_epoch.set(super::machine::placement(s).1 as i64);
+        for name in self.parts.policy.agents.expected.keys() {
+            let applied = s.agents.get(name).filter(|a| a.ok).map_or(0, |a| a.epoch);
+            m.agent_applied_epoch
+                .with_label_values(&[name])
+                .set(applied as i64);
+        }
+    }
+
+    /// The policy the engine decides with.
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.parts.policy
     }
 
     /// Notices go to the notice queue (in decision order); plan work is the driver's, which reads

@@ -10,7 +10,8 @@
 use serde::Serialize;
 
 use super::state::{
-    AlertInstance, Kind, Plan, PlanStatus, State, StepKind, StepState, Transition, Trigger,
+    AgentAck, AlertInstance, Kind, Plan, PlanStatus, State, StepKind, StepState, Transition,
+    Trigger,
 };
 
 /// How many finished transitions the state keeps.
@@ -57,6 +58,20 @@ impl crate::config::ResponderConfig {
             retry_backoff_ms: self.policy.retry_backoff.as_millis() as u64,
             live_check_cooldown_ms: self.policy.live_check_cooldown.as_millis() as u64,
             alert_expiry_ms: self.alerts.firing_expiry.as_millis() as u64,
+            agents: self
+                .agents
+                .as_ref()
+                .map_or_else(AgentPolicy::default, |a| AgentPolicy {
+                    expected: a
+                        .agents
+                        .iter()
+                        .map(|e| (e.name.clone(), e.region.clone()))
+                        .collect(),
+                    required: match a.required {
+                        crate::config::responder::Required::All => None,
+                        crate::config::responder::Required::AtLeast(n) => Some(n),
+                    },
+                }),
         }
     }
 }
@@ -78,6 +93,19 @@ pub struct Policy {
     /// A firing alert that Alertmanager has not sent again for this long is treated as resolved
     /// (a lost `resolved` must not pin a region down forever).
     pub alert_expiry_ms: u64,
+    /// The application servers' agents, when the application is reconfigured by them.
+    pub agents: AgentPolicy,
+}
+
+/// Which agents exist and how many must acknowledge a move.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentPolicy {
+    /// Every expected agent, with the region whose application servers it runs on.
+    pub expected: std::collections::BTreeMap<String, String>,
+    /// How many of the target region's agents must acknowledge a plan's epoch: None for all of
+    /// them. Agents of other regions follow too but are never waited for (their region may be the
+    /// one that is down).
+    pub required: Option<usize>,
 }
 
 impl Policy {
@@ -137,6 +165,14 @@ pub enum Event {
     StepFailed {
         epoch: u64,
         index: usize,
+        detail: String,
+    },
+    /// An agent applied a placement (or failed to).
+    AgentAck {
+        agent: String,
+        epoch: u64,
+        region: String,
+        ok: bool,
         detail: String,
     },
 }
@@ -494,22 +530,31 @@ fn apply(
             index,
             detail,
         } => {
-            let Some(plan) = s.plan.as_mut().filter(|p| p.epoch == *epoch) else {
-                return Ok(());
-            };
-            if plan.status != PlanStatus::Running || *index >= plan.steps.len() {
-                return Ok(());
+            if s.plan.as_ref().is_some_and(|p| p.epoch == *epoch) {
+                step_done(s, *index, detail, now, fx);
             }
-            let step = &mut plan.steps[*index];
-            step.done = true;
-            step.detail = Some(clip(detail));
-            if step.kind.moves_the_application() {
-                s.app_region = plan.to.clone();
+            Ok(())
+        }
+        Event::AgentAck {
+            agent,
+            epoch,
+            region,
+            ok,
+            detail,
+        } => {
+            if !policy.agents.expected.contains_key(agent) {
+                return Ok(()); // only configured agents are recorded (the state stays bounded)
             }
-            if plan.steps.iter().all(|st| st.done) {
-                let plan = s.plan.take().expect("present");
-                finish(s, plan, now, fx);
-            }
+            s.agents.insert(
+                agent.clone(),
+                AgentAck {
+                    epoch: *epoch,
+                    region: region.clone(),
+                    ok: *ok,
+                    detail: clip_detail(detail),
+                    at_ms: now,
+                },
+            );
             Ok(())
         }
         Event::StepFailed {
@@ -617,6 +662,9 @@ fn refresh_health(s: &mut State, now: u64) {
 
 /// After any event: start, defer or retry a move if the health picture asks for one.
 fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &[StepSpec], fx: &mut Vec<Effect>) {
+    if let Some((index, detail)) = agents_step_ready(s, policy) {
+        step_done(s, index, &detail, now, fx);
+    }
     if let Some(plan) = &s.plan {
         if plan.status == PlanStatus::Failed && !s.paused {
             let waited = now.saturating_sub(plan.failed_ms.unwrap_or(now));
@@ -839,6 +887,7 @@ fn restart(p: &mut Plan, steps: &[StepSpec], fx: &mut Vec<Effect>) {
 fn finish(s: &mut State, plan: Plan, now: u64, fx: &mut Vec<Effect>) {
     s.active = plan.to.clone();
     s.app_region = plan.to.clone();
+    s.app_epoch = plan.epoch;
     s.last_transition_ms = Some(now);
     let retried = plan.attempts > 1;
     s.history.push_front(Transition {
@@ -870,6 +919,95 @@ fn finish(s: &mut State, plan: Plan, now: u64, fx: &mut Vec<Effect>) {
         n.trigger = Some(trigger);
     }
     fx.push(n);
+}
+
+/// Marks step `index` of the running plan done; the plan finishes with its last step.
+fn step_done(s: &mut State, index: usize, detail: &str, now: u64, fx: &mut Vec<Effect>) {
+    let Some(plan) = s.plan.as_mut() else {
+        return;
+    };
+    if plan.status != PlanStatus::Running || index >= plan.steps.len() {
+        return;
+    }
+    let step = &mut plan.steps[index];
+    step.done = true;
+    step.detail = Some(clip(detail));
+    if step.kind.moves_the_application() {
+        s.app_region = plan.to.clone();
+        s.app_epoch = plan.epoch;
+    }
+    if plan.steps.iter().all(|st| st.done) {
+        let plan = s.plan.take().expect("present");
+        finish(s, plan, now, fx);
+    }
+}
+
+/// The agents step of the running plan, when it is the next step not done and enough of the
+/// target region's agents have acknowledged the plan's epoch: its index and what to record.
+fn agents_step_ready(s: &State, policy: &Policy) -> Option<(usize, String)> {
+    let plan = s
+        .plan
+        .as_ref()
+        .filter(|p| p.status == PlanStatus::Running)?;
+    let index = plan.steps.iter().position(|st| !st.done)?;
+    if plan.steps[index].kind != StepKind::Agents {
+        return None;
+    }
+    let (acked, waiting) = agents_of(s, policy, &plan.to, plan.epoch);
+    let needed = policy
+        .agents
+        .required
+        .map_or(acked.len() + waiting.len(), |n| {
+            n.min(acked.len() + waiting.len())
+        });
+    (acked.len() >= needed).then(|| {
+        let detail = format!(
+            "{} of {}'s agents applied epoch {}: {}",
+            acked.len(),
+            plan.to,
+            plan.epoch,
+            if acked.is_empty() {
+                "none needed".to_string()
+            } else {
+                acked.join(", ")
+            }
+        );
+        (index, detail)
+    })
+}
+
+/// The target region's agents that acknowledged `epoch` for it, and those that did not yet.
+pub fn agents_of(
+    s: &State,
+    policy: &Policy,
+    region: &str,
+    epoch: u64,
+) -> (Vec<String>, Vec<String>) {
+    policy
+        .agents
+        .expected
+        .iter()
+        .filter(|(_, r)| *r == region)
+        .map(|(name, _)| name.clone())
+        .partition(|name| {
+            s.agents
+                .get(name)
+                .is_some_and(|a| a.ok && a.epoch == epoch && a.region == region)
+        })
+}
+
+/// Where the application servers should point now, and under which epoch: the running plan's
+/// target once its agents step is due (every step before it done), else the application's
+/// region as of the last plan that moved it.
+pub fn placement(s: &State) -> (String, u64) {
+    if let Some(p) = &s.plan {
+        if let Some(i) = p.steps.iter().position(|st| st.kind == StepKind::Agents) {
+            if p.steps[..i].iter().all(|st| st.done) {
+                return (p.to.clone(), p.epoch);
+            }
+        }
+    }
+    (s.app_region.clone(), s.app_epoch)
 }
 
 /// Done steps (with what they did) and pending step names.

@@ -25,6 +25,12 @@ pub struct ResponderMetrics {
     pub notifications: IntCounterVec,
     pub connections_open: IntGauge,
     pub connections_refused: prometheus::IntCounter,
+    /// The epoch of the placement agents should apply.
+    pub placement_epoch: IntGauge,
+    /// Per configured agent: the epoch it last acknowledged applying.
+    pub agent_applied_epoch: IntGaugeVec,
+    /// Per configured agent: when it last reached this responder (this replica's view).
+    pub agent_last_seen: prometheus::GaugeVec,
 }
 
 /// What became of one webhook request: the bounded `result` label.
@@ -176,6 +182,27 @@ impl ResponderMetrics {
         )?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
+        let placement_epoch = g(
+            "failover_placement_epoch",
+            "Epoch of the placement the application servers' agents should apply.",
+        )?;
+        let agent_applied_epoch = IntGaugeVec::new(
+            Opts::new(
+                "failover_agent_applied_epoch",
+                "Epoch an agent last acknowledged applying (successfully).",
+            ),
+            &["agent"],
+        )?;
+        let agent_last_seen = prometheus::GaugeVec::new(
+            Opts::new(
+                "failover_agent_last_seen_timestamp_seconds",
+                "Unix time an agent last reached this responder replica (take the max over replicas).",
+            ),
+            &["agent"],
+        )?;
+        registry.register(Box::new(placement_epoch.clone()))?;
+        registry.register(Box::new(agent_applied_epoch.clone()))?;
+        registry.register(Box::new(agent_last_seen.clone()))?;
         for c in [&active_region, &region_down] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -225,6 +252,9 @@ impl ResponderMetrics {
             notifications,
             connections_open,
             connections_refused,
+            placement_epoch,
+            agent_applied_epoch,
+            agent_last_seen,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! records events and publishes the state, the [`driver`] that carries a plan out, the [`lease`]
 //! that says who may act, and the [`notices`] for people.
 
+pub mod agents;
 pub mod driver;
 pub mod executor;
 pub mod lease;

@@ -77,16 +77,25 @@ fn migrate_v2(body: &mut serde_json::Value) {
 pub enum StepKind {
     /// The local env file and its reload commands.
     AppConfig,
+    /// The application servers' agents: done when enough of the target region's agents have
+    /// acknowledged the plan's epoch.
+    Agents,
     LoadBalancer,
     Dns,
 }
 
 impl StepKind {
-    pub const ALL: [StepKind; 3] = [StepKind::AppConfig, StepKind::LoadBalancer, StepKind::Dns];
+    pub const ALL: [StepKind; 4] = [
+        StepKind::AppConfig,
+        StepKind::Agents,
+        StepKind::LoadBalancer,
+        StepKind::Dns,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             StepKind::AppConfig => "app_config",
+            StepKind::Agents => "agents",
             StepKind::LoadBalancer => "load_balancer",
             StepKind::Dns => "dns",
         }
@@ -94,7 +103,7 @@ impl StepKind {
 
     /// Whether finishing this step points the application at the plan's target.
     pub fn moves_the_application(self) -> bool {
-        matches!(self, StepKind::AppConfig)
+        matches!(self, StepKind::AppConfig | StepKind::Agents)
     }
 }
 
@@ -120,6 +129,24 @@ pub struct State {
     /// Why no move is being made although one is wanted (notified once per distinct reason).
     pub blocked: Option<String>,
     pub history: VecDeque<Transition>,
+    /// The epoch of the plan that last pointed the application at `app_region` (0: never moved).
+    #[serde(default)]
+    pub app_epoch: u64,
+    /// Each configured agent's last acknowledgement (what it applied, and whether it worked).
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentAck>,
+}
+
+/// What an agent (the `agent` role on an application server) last said it applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentAck {
+    pub epoch: u64,
+    pub region: String,
+    /// Whether its env file was written and its reload commands ran.
+    pub ok: bool,
+    /// What went wrong (or what it did), kept short.
+    pub detail: String,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,6 +278,8 @@ impl State {
             alerts: BTreeMap::new(),
             blocked: None,
             history: VecDeque::new(),
+            app_epoch: 0,
+            agents: BTreeMap::new(),
         }
     }
 
@@ -327,6 +356,7 @@ mod tests {
             retry_backoff_ms: 0,
             live_check_cooldown_ms: 0,
             alert_expiry_ms: 1000,
+            agents: Default::default(),
         };
         assert_eq!(s.adopt(&policy, 777).alerts["f"].seen_ms, 777);
     }

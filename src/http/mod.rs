@@ -12,6 +12,7 @@ use prometheus::Registry;
 
 use crate::probe::scheduler::LoopHealth;
 
+pub mod agents;
 pub mod responder;
 pub mod serve;
 

@@ -42,6 +42,8 @@ pub struct ResponderState {
     /// Time for a body to arrive (408 beyond), and for the state to be free to record (503
     /// beyond).
     pub request_timeout: Duration,
+    /// The application servers' agents, when configured.
+    pub agents: Option<Arc<super::agents::AgentDoor>>,
 }
 
 /// An API refusal: status, a stable error code and a human reason.
@@ -55,7 +57,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, reason: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -90,6 +92,15 @@ pub fn router(state: ResponderState) -> Router<()> {
     let webhook = Router::new()
         .route("/alerts", post(webhook))
         .route_layer(middleware::from_fn_with_state(state.clone(), webhook_auth));
+    let agents = Router::new()
+        .route(
+            "/v1/agents/{name}/{what}",
+            get(super::agents::get_placement).post(super::agents::post_ack),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::agents::agent_auth,
+        ));
     let admin = Router::new()
         .route("/v1/state", get(get_state))
         .route("/v1/failover", post(failover))
@@ -100,6 +111,7 @@ pub fn router(state: ResponderState) -> Router<()> {
     Router::new()
         .merge(webhook)
         .merge(admin)
+        .merge(agents)
         .route("/v1/active-region", get(active_region))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -188,7 +200,7 @@ fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Why a body could not be read.
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Slow,
     Broken(String),
@@ -203,7 +215,7 @@ impl BodyError {
         }
     }
 
-    fn into_api(self, s: &ResponderState) -> ApiError {
+    pub(crate) fn into_api(self, s: &ResponderState) -> ApiError {
         match self {
             BodyError::TooLarge => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -225,7 +237,7 @@ impl BodyError {
 
 /// Reads a body of at most `max_body` bytes within the request timeout; a declared length over
 /// the limit is refused without reading.
-async fn read_body(
+pub(crate) async fn read_body(
     s: &ResponderState,
     headers: &HeaderMap,
     body: Body,
@@ -258,7 +270,7 @@ async fn read_body(
 /// Records events for a client: waits for the state at most the request timeout. Every failure
 /// is a 503 with `Retry-After`: nothing is known to be stored, and a retry is recognised if it
 /// was.
-async fn record(
+pub(crate) async fn record(
     s: &ResponderState,
     events: &[Event],
 ) -> Result<Submitted, (WebhookResult, ApiError)> {
@@ -365,6 +377,28 @@ async fn get_state(State(s): State<ResponderState>) -> Result<Response, ApiError
             PlanStatus::Failed => "failed",
         },
     };
+    let placement = crate::failover::machine::placement(&st);
+    // Each configured agent: its region, what it last acknowledged, when it last reached this
+    // replica.
+    let seen = s.agents.as_ref().map(|d| d.last_seen()).unwrap_or_default();
+    let agents: serde_json::Map<String, serde_json::Value> = s
+        .engine
+        .policy()
+        .agents
+        .expected
+        .iter()
+        .map(|(name, region)| {
+            let last_seen_ms = seen.get(name).and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_millis() as u64)
+            });
+            (
+                name.clone(),
+                json!({ "region": region, "ack": st.agents.get(name), "last_seen_ms": last_seen_ms }),
+            )
+        })
+        .collect();
     Ok(Json(json!({
         "active_region": st.active,
         "app_region": st.app_region,
@@ -381,6 +415,8 @@ async fn get_state(State(s): State<ResponderState>) -> Result<Response, ApiError
         "plan": st.plan,
         "last_transition_ms": st.last_transition_ms,
         "transitions": st.history,
+        "placement": { "region": placement.0, "epoch": placement.1 },
+        "agents": agents,
     }))
     .into_response())
 }

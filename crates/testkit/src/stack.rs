@@ -18,6 +18,7 @@ use super::*;
 
 pub const WEBHOOK_TOKEN: &str = "whk-3f9a1c77e2d84b0c9e5a";
 pub const ADMIN_TOKEN: &str = "adm-71b2e6d04f3a49c8a1d2";
+pub const AGENTS_SECRET: &str = "agents-5f2c9e81d4b7a6039c1e";
 pub const DO_TOKEN: &str = "dop_v1_5e8c2a9f7b1d4e6c8a0b3f5d7e9c1a2b";
 pub const SLACK_SECRET: &str = "T0001/B0002/slackSecretPart9x8y7z";
 pub const EAST: &str = "us-east-1";
@@ -140,6 +141,12 @@ pub struct Knobs {
     pub prometheus_url: Option<String>,
     /// Keep everything (configs, logs, state) in this directory instead of a temporary one.
     pub dir: Option<PathBuf>,
+    /// Agents the responder expects, (name, region); `Stack::spawn_agent` starts one.
+    pub agents: Vec<(&'static str, &'static str)>,
+    /// `[responder.agents] required` (`all` when None).
+    pub agents_required: Option<usize>,
+    /// Leave the local env file step out (the agents reconfigure the application).
+    pub no_local_app: bool,
     pub tick: &'static str,
     pub header_timeout: &'static str,
     pub max_connections: usize,
@@ -160,6 +167,9 @@ impl Default for Knobs {
             store_proxies: false,
             prometheus_url: None,
             dir: None,
+            agents: Vec::new(),
+            agents_required: None,
+            no_local_app: false,
             tick: "200ms",
             header_timeout: "10s",
             max_connections: 256,
@@ -181,6 +191,8 @@ pub struct Stack {
     pub state_store: Option<Moto>,
     /// Replica i's path to the state store, with `Knobs::store_proxies`.
     pub proxies: Vec<Proxy>,
+    /// Agent processes started with [`Stack::spawn_agent`], by name.
+    pub agents: Vec<AgentProc>,
     pub fake: FakeDo,
     pub inbox: Inbox,
     pub dir: Workdir,
@@ -239,6 +251,15 @@ impl Stack {
         } else {
             None
         };
+        let slow = if knobs.slow_first_reload {
+            format!(
+                "; [ -f {0}/slowed ] || {{ touch {0}/slowed; sleep 4; }}",
+                d.display()
+            )
+        } else {
+            String::new()
+        };
+        std::fs::write(d.join("agents.secret"), AGENTS_SECRET).unwrap();
         let config = format!(
             r#"
 [prober]
@@ -292,11 +313,7 @@ auto_failback = {auto_failback}
 retry_backoff = "1s"
 live_check_cooldown = "2s"
 
-[responder.app]
-env_file = "{dir}/app.env"
-reload_commands = [["sh", "-c", "echo \"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\" >> {dir}/reloads{slow}"]]
-command_timeout = "5s"
-
+APP_SECTION
 [responder.steps]
 deadline = "{step_deadline}"
 
@@ -326,7 +343,7 @@ ttl = 60
 [responder.notify]
 slack_webhook_url_file = "{dir}/slack.url"
 webhook_url = "{notify}/hook"
-"#,
+AGENTS_SECTION"#,
             east_ep = east.endpoint(),
             west_ep = west.endpoint(),
             dir = d.display(),
@@ -339,14 +356,6 @@ webhook_url = "{notify}/hook"
             header_timeout = knobs.header_timeout,
             max_connections = knobs.max_connections,
             tick = knobs.tick,
-            slow = if knobs.slow_first_reload {
-                format!(
-                    "; [ -f {0}/slowed ] || {{ touch {0}/slowed; sleep 4; }}",
-                    d.display()
-                )
-            } else {
-                String::new()
-            },
         );
         let mut proxies = Vec::new();
         if let (true, Some(m)) = (knobs.store_proxies, &state_store) {
@@ -371,7 +380,37 @@ webhook_url = "{notify}/hook"
                 .prometheus_url
                 .as_ref()
                 .map_or(String::new(), |u| format!("prometheus_url = \"{u}\""));
+            let app_section = if knobs.no_local_app {
+                String::new()
+            } else {
+                format!(
+                    "[responder.app]\nenv_file = \"{dir}/app.env\"\n\
+                     reload_commands = [[\"sh\", \"-c\", \"echo \\\"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\\\" >> {dir}/reloads{slow}\"]]\n\
+                     command_timeout = \"5s\"\n\n",
+                    dir = d.display(),
+                    slow = slow,
+                )
+            };
+            let agents_section = if knobs.agents.is_empty() {
+                String::new()
+            } else {
+                let mut a = format!(
+                    "\n[responder.agents]\nsecret_file = \"{}/agents.secret\"\nrequired = {}\n",
+                    d.display(),
+                    knobs
+                        .agents_required
+                        .map_or("\"all\"".to_string(), |n| n.to_string())
+                );
+                for (name, region) in &knobs.agents {
+                    a += &format!(
+                        "\n[[responder.agents.agent]]\nname = \"{name}\"\nregion = \"{region}\"\n"
+                    );
+                }
+                a
+            };
             let text = config
+                .replace("APP_SECTION", &app_section)
+                .replace("AGENTS_SECTION", &agents_section)
                 .replace("PROMETHEUS_LINE", &prom_line)
                 .replace("STATE_FILE_LINE", &file_line)
                 .replace("STATE_SECTION", &section);
@@ -402,6 +441,7 @@ webhook_url = "{notify}/hook"
             answers: Arc::default(),
             state_store,
             proxies,
+            agents: Vec::new(),
         };
         for i in 0..s.replicas.len() {
             s.spawn_replica(i).await;
@@ -746,11 +786,28 @@ webhook_url = "{notify}/hook"
 
     /// No secret value in any log line, HTTP answer or notification.
     pub fn assert_no_secrets(&self) {
-        let logs = self.logs();
+        let logs = format!("{}\n{}", self.logs(), self.agent_logs());
         assert!(!logs.is_empty(), "no logs captured");
         let answers = self.answers.lock().unwrap().join("\n");
         let notes = serde_json::to_string(&self.inbox.all()).unwrap();
-        for secret in [WEBHOOK_TOKEN, ADMIN_TOKEN, DO_TOKEN, SLACK_SECRET] {
+        let mut secrets: Vec<String> = [
+            WEBHOOK_TOKEN,
+            ADMIN_TOKEN,
+            DO_TOKEN,
+            SLACK_SECRET,
+            AGENTS_SECRET,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for a in &self.agents {
+            secrets.push(dynamo_failover::failover::agents::agent_token(
+                &dynamo_failover::secret::Secret::new(AGENTS_SECRET),
+                &a.name,
+            ));
+        }
+        for secret in &secrets {
+            let secret = secret.as_str();
             assert!(!logs.contains(secret), "a secret appears in the logs");
             assert!(
                 !answers.contains(secret),
@@ -1006,4 +1063,143 @@ impl Stack {
         self.keep(&text);
         (status, text)
     }
+}
+
+/// One agent process (an application server's `dynamo-failover agent`).
+pub struct AgentProc {
+    pub name: String,
+    pub child: Option<Child>,
+    /// Its /metrics and /healthz port.
+    pub port: u16,
+    pub starts: u32,
+}
+
+impl Stack {
+    /// The env file agent `name` writes.
+    pub fn agent_env_path(&self, name: &str) -> PathBuf {
+        self.path(&format!("app-{name}.env"))
+    }
+
+    /// What agent `name`'s env file says: (region, epoch).
+    pub fn agent_env(&self, name: &str) -> (Option<String>, Option<u64>) {
+        let text = std::fs::read_to_string(self.agent_env_path(name)).unwrap_or_default();
+        (
+            dynamo_failover::adapters::envfile::read_value(&text, "DYNAMODB_REGION"),
+            dynamo_failover::adapters::envfile::read_value(&text, "DYNAMO_FAILOVER_EPOCH")
+                .and_then(|e| e.parse().ok()),
+        )
+    }
+
+    /// The reload commands agent `name` ran, one line each: `<region> epoch <n>`.
+    pub fn agent_reloads(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(&format!("reloads-{name}")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Writes agent `name`'s config (every replica as a responder, the token derived from the
+    /// agents secret, its env file starting at us-east-1) and starts it; or starts it again.
+    pub async fn spawn_agent(&mut self, name: &str) {
+        let token = dynamo_failover::failover::agents::agent_token(
+            &dynamo_failover::secret::Secret::new(AGENTS_SECRET),
+            name,
+        );
+        std::fs::write(self.path(&format!("agent-{name}.token")), token).unwrap();
+        let env = self.agent_env_path(name);
+        if !env.exists() {
+            std::fs::write(&env, "# WordPress\nDYNAMODB_REGION=us-east-1\n").unwrap();
+        }
+        let responders = (0..self.replicas.len())
+            .map(|i| format!("\"{}\"", self.base_of(i)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let d = self.dir.path().display().to_string();
+        // The file's group: one this process may give (its own; root may give any).
+        let group = if running_as_root() {
+            "nogroup".to_string()
+        } else {
+            own_gid()
+        };
+        let config = format!(
+            "[agent]\nname = \"{name}\"\nresponders = [{responders}]\ntoken_file = \"{d}/agent-{name}.token\"\n\
+             listen = \"127.0.0.1:0\"\npoll_wait = \"2s\"\nrequest_timeout = \"1s\"\n\
+             env_file = \"{env}\"\nmode = \"0640\"\ngroup = \"{group}\"\n\
+             reload_commands = [[\"sh\", \"-c\", \"echo \\\"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\\\" >> {d}/reloads-{name}\"]]\n\
+             command_timeout = \"5s\"\n",
+            env = env.display()
+        );
+        let cfg_path = self.path(&format!("agent-{name}.toml"));
+        std::fs::write(&cfg_path, config).unwrap();
+        let at = match self.agents.iter().position(|a| a.name == name) {
+            Some(i) => i,
+            None => {
+                self.agents.push(AgentProc {
+                    name: name.to_string(),
+                    child: None,
+                    port: 0,
+                    starts: 0,
+                });
+                self.agents.len() - 1
+            }
+        };
+        self.agents[at].starts += 1;
+        let log_path = self.path(&format!("agent-{name}-{}.log", self.agents[at].starts));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(binary())
+            .args(["agent", "--log-format", "json", "--config"])
+            .arg(&cfg_path)
+            .env("DYNAMO_FAILOVER_LOG", "debug,hyper_util=info,reqwest=info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the agent");
+        self.agents[at].port = wait_logged_port(&mut child, &log_path, "agent started").await;
+        self.agents[at].child = Some(child);
+    }
+
+    /// kill -9 of agent `name`.
+    pub async fn kill_agent(&mut self, name: &str) {
+        if let Some(a) = self.agents.iter_mut().find(|a| a.name == name) {
+            if let Some(mut c) = a.child.take() {
+                c.kill().await.ok();
+            }
+        }
+    }
+
+    /// Every log line of every start of every agent.
+    pub fn agent_logs(&self) -> String {
+        let mut all = Vec::new();
+        for a in &self.agents {
+            for n in 1..=a.starts {
+                all.push(
+                    std::fs::read_to_string(self.path(&format!("agent-{}-{n}.log", a.name)))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        all.join("\n")
+    }
+}
+
+/// Whether this process runs as root (it may give a file any group).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        .unwrap_or(false)
+}
+
+/// This process's group id, as text.
+fn own_gid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Gid:"))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .unwrap_or_else(|| "0".into())
 }

@@ -154,6 +154,7 @@ fn policy() -> Policy {
         retry_backoff_ms: 60_000,
         live_check_cooldown_ms: 60_000,
         alert_expiry_ms: 1_200_000,
+        agents: Default::default(),
     }
 }
 

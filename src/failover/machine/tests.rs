@@ -14,6 +14,7 @@ fn policy() -> Policy {
         retry_backoff_ms: 30_000,
         live_check_cooldown_ms: MIN,
         alert_expiry_ms: 20 * MIN,
+        agents: Default::default(),
     }
 }
 

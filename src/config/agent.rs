@@ -1,0 +1,196 @@
+//! The agent's config file (`dynamo-failover agent --config agent.toml`): an `[agent]` section
+//! and nothing else, since an application server probes nothing and moves nothing.
+//!
+//! ```toml
+//! [agent]
+//! name = "wp-nyc1-01"                     # as listed in the responders' [[responder.agents.agent]]
+//! responders = ["https://failover-1.example.com:9465", "https://failover-2.example.com:9465"]
+//! token_file = "/etc/dynamo-failover/agent.token"   # or DYNAMO_FAILOVER_AGENT_TOKEN
+//! env_file = "/etc/wordpress/dynamodb.env"
+//! group = "www-data"
+//! reload_commands = [["systemctl", "reload", "php8.2-fpm"]]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::responder::check_commands;
+use super::types::{Dur, EnvName, HttpUrl};
+use super::{invalid, ConfigError, SecretSource};
+use crate::secret::Secret;
+
+pub const AGENT_TOKEN_ENV: &str = "DYNAMO_FAILOVER_AGENT_TOKEN";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    agent: RawAgent,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAgent {
+    name: String,
+    responders: Vec<HttpUrl>,
+    token_file: Option<String>,
+    listen: SocketAddr,
+    poll_wait: Dur,
+    request_timeout: Dur,
+    env_file: PathBuf,
+    env_key: Option<EnvName>,
+    mode: String,
+    group: Option<String>,
+    reload_commands: Vec<Vec<String>>,
+    pass_env: Vec<EnvName>,
+    command_timeout: Dur,
+}
+
+impl Default for RawAgent {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            responders: Vec::new(),
+            token_file: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9466)),
+            poll_wait: Dur::secs(30),
+            request_timeout: Dur::secs(5),
+            env_file: PathBuf::new(),
+            env_key: None,
+            mode: "0640".into(),
+            group: None,
+            reload_commands: Vec::new(),
+            pass_env: Vec::new(),
+            command_timeout: Dur::secs(30),
+        }
+    }
+}
+
+/// The validated agent configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConfig {
+    pub name: String,
+    /// Any of them may answer (every responder replica serves the placement).
+    pub responders: Vec<String>,
+    pub token: Secret,
+    /// `/metrics` and `/healthz`.
+    pub listen: SocketAddr,
+    /// How long one placement request waits for a change before it is answered anyway.
+    #[serde(with = "super::duration_text")]
+    pub poll_wait: Duration,
+    /// Bound on connecting and on an acknowledgement; a placement request gets `poll_wait` on top.
+    #[serde(with = "super::duration_text")]
+    pub request_timeout: Duration,
+    pub env_file: PathBuf,
+    pub env_key: String,
+    /// The env file's mode, e.g. 0o640.
+    #[serde(serialize_with = "octal")]
+    pub mode: u32,
+    /// The env file's group (the web server's, so it can read the file), by name and id.
+    pub group: Option<(String, u32)>,
+    pub reload_commands: Vec<Vec<String>>,
+    pub pass_env: Vec<String>,
+    #[serde(with = "super::duration_text")]
+    pub command_timeout: Duration,
+}
+
+fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse_with_secrets(&text, &Secret::load)
+    }
+
+    pub fn parse_with_secrets(
+        text: &str,
+        secrets: SecretSource<'_>,
+    ) -> Result<AgentConfig, ConfigError> {
+        let raw: RawFile = super::deserialize(text)?;
+        let a = raw.agent;
+        super::check_label_value("agent.name", &a.name)?;
+        if a.responders.is_empty() {
+            return Err(invalid(
+                "agent.responders",
+                "needs at least one responder URL (list every replica)",
+            ));
+        }
+        let token = secrets("agent.token_file", a.token_file.as_deref(), AGENT_TOKEN_ENV)
+            .map_err(ConfigError::Secret)?;
+        if a.env_file.as_os_str().is_empty() {
+            return Err(invalid("agent.env_file", "is required"));
+        }
+        let mode = u32::from_str_radix(a.mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "agent.mode",
+                    format!("`{}` is not a file mode (octal, e.g. \"0640\")", a.mode),
+                )
+            })?;
+        if mode & 0o002 != 0 {
+            return Err(invalid(
+                "agent.mode",
+                "must not let others write the file (it decides where the application's data goes)",
+            ));
+        }
+        let group = match a.group {
+            None => None,
+            Some(g) => Some((
+                g.clone(),
+                group_id(&g).ok_or_else(|| {
+                    invalid("agent.group", format!("no group `{g}` on this machine"))
+                })?,
+            )),
+        };
+        check_commands("agent", &a.reload_commands, &a.pass_env)?;
+        if a.poll_wait.0 > Duration::from_secs(300) {
+            return Err(invalid("agent.poll_wait", "must be at most 5m"));
+        }
+        Ok(AgentConfig {
+            name: a.name,
+            responders: a.responders.iter().map(|u| u.to_string()).collect(),
+            token,
+            listen: a.listen,
+            poll_wait: a.poll_wait.0,
+            request_timeout: a.request_timeout.0,
+            env_file: a.env_file,
+            env_key: a
+                .env_key
+                .map_or_else(|| "DYNAMODB_REGION".to_string(), |k| k.as_str().to_string()),
+            mode,
+            group,
+            reload_commands: a.reload_commands,
+            pass_env: a.pass_env.iter().map(|n| n.as_str().to_string()).collect(),
+            command_timeout: a.command_timeout.0,
+        })
+    }
+
+    /// The effective configuration as TOML text (secrets redacted).
+    pub fn to_pretty(&self) -> String {
+        toml::to_string_pretty(&serde_json::json!({ "agent": self }))
+            .unwrap_or_else(|e| format!("<cannot render config: {e}>"))
+    }
+}
+
+/// A group's id, by name or as a number, from `/etc/group`.
+pub fn group_id(group: &str) -> Option<u32> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Some(n);
+    }
+    std::fs::read_to_string("/etc/group")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == group).then(|| f.nth(1)?.parse().ok())?
+        })
+}
