@@ -109,12 +109,16 @@ impl Chain {
         let prom_port = wait_listening(&mut prometheus, "Prometheus").await;
         procs.push(prometheus);
         let prom = format!("http://127.0.0.1:{prom_port}");
-        let stack = Stack::start(Knobs {
+        let agents = opts.knobs.agents.clone();
+        let mut stack = Stack::start(Knobs {
             prometheus_url: Some(prom.clone()),
             dir: Some(dir.path().to_path_buf()),
             ..opts.knobs
         })
         .await;
+        for (name, _) in agents {
+            stack.spawn_agent(name).await;
+        }
         let gate = if opts.east_gated {
             Some(WriteGate::start(stack.east.port).await)
         } else {

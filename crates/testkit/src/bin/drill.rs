@@ -203,6 +203,13 @@ impl Narrator {
                 m @ ("live check passed" | "live check failed") => {
                     format!("responder: {m} for {} (epoch {})", f("to"), f("epoch"))
                 }
+                "agent acknowledged" => format!(
+                    "agent {}: applied {} (epoch {}){}",
+                    f("agent"),
+                    f("region"),
+                    f("epoch"),
+                    if e["ok"] == true { "" } else { " FAILED" }
+                ),
                 "step done" => format!(
                     "responder: step verified: {} (epoch {})",
                     f("step"),
@@ -286,6 +293,9 @@ async fn drill(a: Args) -> Result<(), String> {
             stabilisation: "5s",
             tick: "250ms",
             dir: Some(a.dir.clone()),
+            // The application servers are reconfigured by their agents, one per region.
+            agents: vec![("wp-east", EAST), ("wp-west", WEST)],
+            no_local_app: true,
             ..Knobs::default()
         },
         ..ChainOpts::default()
@@ -393,12 +403,20 @@ async fn drill(a: Args) -> Result<(), String> {
         .record("example.com", 1001)
         .and_then(|r| r["data"].as_str().map(str::to_string));
     println!(
-        "  load balancer lb-tag targets tag {}; DNS www.example.com -> {}; {} says DYNAMODB_REGION={}",
+        "  load balancer lb-tag targets tag {}; DNS www.example.com -> {}",
         tag.unwrap_or_default(),
         dns.unwrap_or_default(),
-        c.stack.path("app.env").display(),
-        c.stack.env_value().unwrap_or_default()
     );
+    for (name, region) in [("wp-east", EAST), ("wp-west", WEST)] {
+        let (applied, epoch) = c.stack.agent_env(name);
+        println!(
+            "  agent {name} ({region}'s application server): {} says DYNAMODB_REGION={} at epoch {}; reloads run: {}",
+            c.stack.agent_env_path(name).display(),
+            applied.unwrap_or_default(),
+            epoch.map_or("-".to_string(), |e| e.to_string()),
+            c.stack.agent_reloads(name).len()
+        );
+    }
     let notices: HashMap<String, usize> =
         c.stack
             .inbox
@@ -409,10 +427,9 @@ async fn drill(a: Args) -> Result<(), String> {
                 m
             });
     println!(
-        "  notifications received: {} (webhook) and {} (Slack); reload commands run: {}",
+        "  notifications received: {} (webhook) and {} (Slack)",
         notices.get("/hook").unwrap_or(&0),
         notices.get("/slack").unwrap_or(&0),
-        c.stack.reloads().len()
     );
     if a.keep {
         println!("\n==> the stack keeps running (Ctrl-C to stop it)");
