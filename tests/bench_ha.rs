@@ -288,3 +288,117 @@ async fn a_flood_of_20000_distinct_alerts() {
         assert!(after < 128 * 1024);
     }
 }
+
+/// CPU seconds (user + system) and resident memory of a process, from /proc.
+fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 0, utime 11, stime 12 (clock ticks of 1/100 s).
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+#[tokio::test]
+#[ignore = "benchmark: scripts/bench/run ha"]
+async fn agents_following_a_move() {
+    for n in [3usize, 50] {
+        let names: Vec<&'static str> = (0..n)
+            .map(|i| &*Box::leak(format!("wp-{i:02}").into_boxed_str()))
+            .collect();
+        let mut s = Stack::start(Knobs {
+            agents: names.iter().map(|a| (*a, WEST)).collect(),
+            no_local_app: true,
+            min_interval: "1s",
+            stabilisation: "1h",
+            auto_failback: false,
+            ..Knobs::default()
+        })
+        .await;
+        for a in &names {
+            s.spawn_agent(a).await;
+        }
+        let all_at = |st: &serde_json::Value, epoch: u64| {
+            names
+                .iter()
+                .all(|a| st["agents"][*a]["ack"]["epoch"].as_u64() == Some(epoch))
+        };
+        wait_until(
+            Duration::from_secs(60),
+            "every agent at epoch 0",
+            || async { all_at(&s.state().await, 0) },
+        )
+        .await;
+        // The responder with n agents watching, idle, for 20 s.
+        let pid = s.replicas[0].child.as_ref().unwrap().id().unwrap();
+        let (c0, _) = cpu_and_rss(pid);
+        tokio::time::sleep(Duration::from_secs(20)).await; // the measurement window
+        let (c1, rss) = cpu_and_rss(pid);
+        // Failover, then an operator failback, five times: webhook (or request) to the last
+        // agent's acknowledgement recorded.
+        let mut took = Vec::new();
+        for cycle in 0..5u64 {
+            let starts = format!("2026-11-29T06:{:02}:00.000Z", cycle);
+            let epoch = 2 * cycle + 1;
+            let t = std::time::Instant::now();
+            assert_eq!(s.alert(&alert_body(EAST, true, &starts)).await.0, 200);
+            wait_until(
+                Duration::from_secs(60),
+                "every agent to apply the failover",
+                || async { all_at(&s.state().await, epoch) },
+            )
+            .await;
+            took.push(t.elapsed().as_secs_f64() * 1000.0);
+            s.wait_steady_in(WEST, Duration::from_secs(30)).await;
+            assert_eq!(s.alert(&alert_body(EAST, false, &starts)).await.0, 200);
+            tokio::time::sleep(Duration::from_millis(1100)).await; // the minimum interval
+            let t = std::time::Instant::now();
+            let (code, _) = s
+                .post(
+                    "/v1/failback",
+                    Some(ADMIN_TOKEN),
+                    "application/json",
+                    String::new(),
+                )
+                .await;
+            assert_eq!(code, 202);
+            wait_until(
+                Duration::from_secs(60),
+                "every agent to apply the failback",
+                || async { all_at(&s.state().await, epoch + 1) },
+            )
+            .await;
+            took.push(t.elapsed().as_secs_f64() * 1000.0);
+            s.wait_steady_in(EAST, Duration::from_secs(30)).await;
+        }
+        took.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "\n## {n} agents following a move (10 moves, all agents in the target region required)"
+        );
+        println!(
+            "request to the last agent's acknowledgement: median {:.0} ms, max {:.0} ms",
+            pct(&took, 0.5),
+            took[took.len() - 1]
+        );
+        println!(
+            "responder with {n} agents watching, idle 20 s: {:.2} % of one core, RSS {:.1} MiB",
+            (c1 - c0) / 20.0 * 100.0,
+            rss as f64 / 1024.0
+        );
+    }
+}
