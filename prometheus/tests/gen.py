@@ -25,6 +25,12 @@ The input series model the exporter and Prometheus rather than draw the metric b
   `up` is 0 and everything it exported is marked stale. When it comes back it is a new process:
   counters from 0, no success gauge until its first probe, a new phase.
 
+The agent scenarios (agents.yml, class Fleet) model the responder replicas instead: each exports
+the placement's epoch, each agent's acknowledged epoch (the shared state, the same everywhere) and
+when the agent last reached that replica (0 since the replica's process started until it does);
+an agent long-polls one replica at a time, every 30 s (fast 2 s, the test kit's poll_wait), moves
+on when its replica goes down, and acknowledges a placement after its own delay.
+
 Most scenarios scrape at the evaluation timestamps (one input sample per scrape interval, which
 promtool's `vxN` / `a+bxN` notation keeps short); the probes' phases still put results anywhere
 between two scrapes. The worst-case detection scenario uses a 100 ms grid instead, to put the
@@ -744,6 +750,241 @@ prober's reads turning slow make the quorum, and the alert fires after its windo
     return out
 
 
+# --- The agents: what the responder replicas export about them ------------------------------------
+# Every replica exports failover_placement_epoch, failover_agent_applied_epoch{agent} (from the
+# shared state: the same on every replica) and failover_agent_last_seen_timestamp_seconds{agent}
+# (the Unix time the agent last reached THAT replica; 0 until it has, since that replica's process
+# started). Times in whole seconds; promtool's clock starts at 0, so a 0 "last seen" reads as
+# "seen at 0": scenarios about never-seen agents start the responders well after the limit.
+
+class Agent:
+    """One application server's agent. It long-polls its current replica every `poll` s from
+    `phase`; a placement answers the poll at once, and it acknowledges `lag[epoch]` s later (None or
+    missing: it never applies that epoch; its polls go on). When its replica goes down the poll
+    breaks and it moves to the next replica at once; when none answers it retries every `retry`
+    s. `silent`: (from, to) spans (to None: for good) in which it reaches nobody."""
+
+    def __init__(self, name, phase, silent=(), lag=None):
+        self.name, self.phase, self.silent, self.lag = name, phase, list(silent), lag or {}
+
+    def is_silent(self, t):
+        return any(a <= t and (b is None or t < b) for a, b in self.silent)
+
+
+class Fleet(Scenario):
+    """Responder replicas r1, r2, ... first started at `start`; `down`: (replica, from, to) spans
+    (to None: for good), after which the replica is a new process; `placements`: (t, epoch), the
+    placement's epoch from t on (0 before the first)."""
+
+    def __init__(self, pf, title, seconds, agents, replicas=2, down=(), start=0, placements=()):
+        super().__init__(pf, title, seconds, [])
+        self.agents, self.start = agents, start
+        self.replicas = [f"r{i + 1}" for i in range(replicas)]
+        self.down, self.placements = list(down), sorted(placements)
+        self.poll, self.retry = pf.pick(30, 2), pf.pick(10, 1)
+
+    def up(self, r, t):
+        return t >= self.start and not any(x == r and a <= t and (b is None or t < b) for x, a, b in self.down)
+
+    def process_start(self, r, t):
+        """When the process of replica r that runs at t started."""
+        return max([self.start] + [b for x, _, b in self.down if x == r and b is not None and b <= t])
+
+    def epoch_at(self, t):
+        return max([0] + [e for at, e in self.placements if at <= t])
+
+    def contacts(self, agent):
+        """[(t, replica)] of every request that reached a replica."""
+        out, cur, due = [], 0, agent.phase
+        acks = {at + agent.lag[e] for at, e in self.placements if agent.lag.get(e) is not None}
+        for t in range(self.duration // 1000 + 1):
+            if agent.is_silent(t):
+                due = max(due, t + 1)  # it tries again as soon as it can
+                continue
+            broken = t > 0 and self.up(self.replicas[cur], t - 1) and not self.up(self.replicas[cur], t)
+            if not (t >= due or broken or t in acks):
+                continue
+            for k in range(len(self.replicas)):
+                r = (cur + k) % len(self.replicas)
+                if self.up(self.replicas[r], t):
+                    cur = r
+                    out.append((t, self.replicas[r]))
+                    due = t + self.poll
+                    break
+            else:
+                due = t + self.retry
+        return out
+
+    def applied(self, agent, t):
+        done = [e for at, e in self.placements if agent.lag.get(e) is not None and at + agent.lag[e] <= t]
+        return max([0] + done)
+
+    def series(self):
+        slots, before = {}, {r: set() for r in self.replicas}
+        contacts = {a.name: self.contacts(a) for a in self.agents}
+
+        def put(key, t, value):
+            slots.setdefault(key, {})[t // self.grid] = value
+
+        t = 0
+        while t <= self.duration:
+            ts = t // 1000
+            for r in self.replicas:
+                base = f'job="dynamo-failover-responder",instance="{r}:9465"'
+                if ts < self.start:
+                    continue
+                put(f"up{{{base}}}", t, 1 if self.up(r, ts) else 0)
+                present = {}
+                if self.up(r, ts):
+                    present[f"failover_placement_epoch{{{base}}}"] = self.epoch_at(ts)
+                    born = self.process_start(r, ts)
+                    for a in self.agents:
+                        lbl = f'{base},agent="{a.name}"'
+                        present[f"failover_agent_applied_epoch{{{lbl}}}"] = self.applied(a, ts)
+                        seen = [c for c, x in contacts[a.name] if x == r and born <= c <= ts]
+                        present[f"failover_agent_last_seen_timestamp_seconds{{{lbl}}}"] = max(seen, default=0)
+                for key in before[r] - set(present):
+                    put(key, t, "stale")
+                for key, v in present.items():
+                    put(key, t, v)
+                before[r] = set(present)
+            t += self.grid
+        return slots
+
+
+def agent_silent(agent, since=None):
+    """FailoverAgentSilent for `agent`, last seen `since` s before (None: never by a running replica)."""
+    if since is None:
+        summary = f"Agent {agent} has not reached any responder since the responders started"
+    else:
+        m, s = divmod(since, 60)
+        summary = f"Agent {agent} has not reached any responder for {f'{m}m ' if m else ''}{s}s"
+    return {
+        "labels": {"agent": agent, "severity": "page"},
+        "annotations": {
+            "summary": summary,
+            "description": f"The agent of application server {agent} has not long-polled or acknowledged on "
+                           "any responder replica for longer than the silence limit (2 minutes) and the whole "
+                           "window. It would not follow the next failover: its server keeps the region it has, "
+                           "and with required = \"all\" the next failover into its region stops at the agents "
+                           "step (the load balancers and DNS come after it) until the step deadline fails the "
+                           "plan.",
+            "runbook_url": "docs/runbook.md#failoveragentsilent",
+        },
+    }
+
+
+def agent_behind(agent, applied, placement):
+    return {
+        "labels": {"agent": agent, "severity": "page"},
+        "annotations": {
+            "summary": f"Agent {agent} applied epoch {applied}, the placement is epoch {placement}",
+            "description": f"The application server {agent} has not applied the latest placement for the whole "
+                           "window (2 minutes): it still uses the region of an older epoch, which may be the "
+                           "region traffic left because it is down. If its region is the target's, the plan "
+                           "waits on it at the agents step or has failed there.",
+            "runbook_url": "docs/runbook.md#failoveragentbehind",
+        },
+    }
+
+
+def agent_scenarios(pf):
+    out = []
+    limit, window, behind_window = pf.pick(120, 10), pf.pick(60, 5), pf.pick(120, 10)
+    E = pf.eval // 1000 if pf.eval % 1000 == 0 else None
+    assert E, "the agent scenarios assume a whole-second evaluation interval"
+
+    def on_grid(t):
+        """The first evaluation at or after t."""
+        return -(-t // E) * E
+
+    # Silent, then back.
+    a, b = pf.pick(100, 20), pf.pick(420, 50)
+    healthy, quiet = Agent("wp-1", pf.pick(5, 1)), Agent("wp-2", pf.pick(12, 0), silent=[(a, b)])
+    s = Fleet(pf, f"""
+An agent goes silent at {a} s and comes back at {b} s (wp-2; wp-1 stays healthy), two replicas.
+FailoverAgentSilent is pending once the last contact is older than the limit ({limit} s), fires
+after the window ({window} s), and resolves at the first scrape after the agent is back.
+""", b + pf.pick(30, 5), [healthy, quiet])
+    last = max(t for t, _ in s.contacts(quiet) if t < a)
+    pending = on_grid(last + limit + 1)
+    fire = pending + window
+    s.expr(pending - E, 'ALERTS{alertname="FailoverAgentSilent"}', None)
+    s.expr(pending, 'ALERTS{alertname="FailoverAgentSilent"}', [
+        ('ALERTS{alertname="FailoverAgentSilent",alertstate="pending",agent="wp-2",severity="page"}', 1)])
+    s.alerts(fire - E, "FailoverAgentSilent", [])
+    s.alerts(fire, "FailoverAgentSilent", [agent_silent("wp-2", fire - last)])
+    s.alerts(b - E, "FailoverAgentSilent", [agent_silent("wp-2", b - E - last)])
+    s.alerts(on_grid(b + pf.scrape // 1000), "FailoverAgentSilent", [])
+    s.expr(b + pf.pick(30, 5), 'count_over_time(ALERTS{alertname="FailoverAgentSilent",agent="wp-1"}'
+           f'[{b + pf.pick(30, 5)}s])', None)
+    out.append(s)
+
+    # Responders restart: one replica, then every replica at once (a deployment, or the only one).
+    r1, r2 = pf.pick(100, 10), pf.pick(300, 30)
+    hang = pf.pick(35, 6)  # poll_wait + request_timeout (fast: the test kit's 2 s + 1 s, and a retry)
+    end = pf.pick(500, 60)
+    s = Fleet(pf, f"""
+Responder restarts are not silence: r1 restarts at {r1} s (its agents move to r2 at once), then
+both restart together at {r2} s, the machines going away so uncleanly that the agents' polls hang
+until their request timeout ({hang} s) before they retry. The restarted replicas show 0 for every
+agent until the agent reaches them again; the max over replicas and over the last 2 m (fast 10 s)
+keeps the contact before the restart, so FailoverAgentSilent is never even pending.
+""", end, [Agent("wp-1", pf.pick(5, 1), silent=[(r2, r2 + hang)]), Agent("wp-2", pf.pick(20, 0), silent=[(r2, r2 + hang)])],
+              down=[("r1", r1, r1 + pf.pick(10, 2)), ("r1", r2, r2 + pf.pick(20, 3)), ("r2", r2, r2 + pf.pick(25, 4))])
+    s.expr(end, f'count_over_time(ALERTS{{alertname="FailoverAgentSilent"}}[{end}s])', None)
+    # Both replicas are back and show a fresh 0 for both agents, seen before the restart.
+    s.expr(r2 + pf.pick(30, 5), 'max by (agent) (failover_agent_last_seen_timestamp_seconds)',
+           [('{agent="wp-1"}', 0), ('{agent="wp-2"}', 0)])
+    out.append(s)
+
+    # A first start: every agent is 0 until it connects; one listed agent never does.
+    start = pf.pick(300, 30)
+    late = pf.pick(25, 3)
+    s = Fleet(pf, f"""
+The responders start for the first time at {start} s (after the limit on promtool's clock, as
+every real Unix time is). wp-1 reaches them {late} s later: pending meanwhile, never firing.
+wp-3 is listed in [[responder.agents.agent]] but never reaches a replica: it fires after the
+window, saying it was never seen.
+""", start + pf.pick(120, 20), [Agent("wp-1", 0, silent=[(0, start + late)]), Agent("wp-3", 0, silent=[(0, None)])],
+              start=start)
+    s.expr(start, 'ALERTS{alertname="FailoverAgentSilent"}', [
+        ('ALERTS{alertname="FailoverAgentSilent",alertstate="pending",agent="wp-1",severity="page"}', 1),
+        ('ALERTS{alertname="FailoverAgentSilent",alertstate="pending",agent="wp-3",severity="page"}', 1)])
+    s.alerts(start + window - E, "FailoverAgentSilent", [])
+    s.alerts(start + window, "FailoverAgentSilent", [agent_silent("wp-3")])
+    s.expr(start + pf.pick(120, 20), 'count_over_time(ALERTS{alertname="FailoverAgentSilent",agent="wp-1",'
+           f'alertstate="firing"}}[{pf.pick(120, 20)}s])', None)
+    out.append(s)
+
+    # Behind.
+    t1, t2 = pf.pick(60, 10), pf.pick(300, 40)
+    fixed = pf.pick(240, 30)
+    end = t2 + pf.pick(200, 20)
+    quick = pf.pick(2, 1)
+    s = Fleet(pf, f"""
+A failover at {t1} s (placement epoch 1) and a failback at {t2} s (epoch 2). wp-1 applies each
+within {quick} s: never FailoverAgentBehind. wp-2 keeps polling but cannot apply epoch 1 (its
+reload fails, say) until {fixed} s: it fires only after the window ({behind_window} s), then
+resolves, and follows the failback like wp-1.
+""", end, [Agent("wp-1", pf.pick(5, 1), lag={1: quick, 2: quick}),
+           Agent("wp-2", pf.pick(20, 0), lag={1: fixed - t1, 2: quick})],
+              placements=[(t1, 1), (t2, 2)])
+    pending = on_grid(t1)
+    s.expr(pending, 'ALERTS{alertname="FailoverAgentBehind"}', [
+        ('ALERTS{alertname="FailoverAgentBehind",alertstate="pending",agent="wp-1",severity="page"}', 1),
+        ('ALERTS{alertname="FailoverAgentBehind",alertstate="pending",agent="wp-2",severity="page"}', 1)])
+    s.alerts(pending + behind_window - E, "FailoverAgentBehind", [])
+    s.alerts(pending + behind_window, "FailoverAgentBehind", [agent_behind("wp-2", 0, 1)])
+    s.alerts(fixed - E, "FailoverAgentBehind", [agent_behind("wp-2", 0, 1)])
+    s.alerts(on_grid(fixed + pf.scrape // 1000), "FailoverAgentBehind", [])
+    s.expr(end, f'count_over_time(ALERTS{{alertname="FailoverAgentBehind",alertstate="firing",agent="wp-1"}}[{end}s])', None)
+    s.expr(end, f'count_over_time(ALERTS{{alertname="FailoverAgentBehind",alertstate="firing"}}[{end - fixed - pf.pick(3, 1)}s])', None)
+    s.expr(end, 'max by (agent) (failover_agent_applied_epoch)', [('{agent="wp-1"}', 2), ('{agent="wp-2"}', 2)])
+    out.append(s)
+    return out
+
+
 FILES = {
     "outage.yml": ("Region outages: which alerts fire for which failure, and when.", outage_scenarios),
     "detection.yml": ("The worst-case time from a region failing to DynamoDBRegionUnavailable firing.", detection_scenarios),
@@ -751,6 +992,7 @@ FILES = {
     "throttling.yml": ("Throttling votes only when sustained.", throttling_scenarios),
     "probers.yml": ("Probers that restart or disappear.", prober_scenarios),
     "latency.yml": ("Slow reads: a ticket when the quorum of probers sees them.", latency_scenarios),
+    "agents.yml": ("Application servers' agents that stop reaching the responders or fall behind.", agent_scenarios),
 }
 
 

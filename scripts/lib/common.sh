@@ -13,10 +13,12 @@ as_root() {
     die "need root to run: $* (install it yourself or run as root)"; fi
 }
 
-# Debian packages: Prometheus, Alertmanager (with promtool and amtool), Python with venv.
+# Debian packages: Prometheus, Alertmanager (with promtool and amtool), Python with venv, and
+# systemd's systemd-analyze (scripts/lib/check-units).
 ensure_packages() {
   local need=()
   command -v prometheus >/dev/null || need+=(prometheus)
+  command -v systemd-analyze >/dev/null || need+=(systemd)
   command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
   command -v python3 >/dev/null || need+=(python3)
   if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
