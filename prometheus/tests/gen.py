@@ -25,6 +25,13 @@ The input series model the exporter and Prometheus rather than draw the metric b
   `up` is 0 and everything it exported is marked stale. When it comes back it is a new process:
   counters from 0, no success gauge until its first probe, a new phase.
 
+Scenarios with application checks (`app_checks`, the region's [[region.app_check]] names) also
+model those: each prober that runs them (`app_probers`, default all) runs every check once per
+probe interval from its own phase; a result lands after the check's timeout plus the 0.1 s cut-off
+(a timeout) or after 30 ms; app_probe_total{check, result} (every result pre-created at 0, like
+the DynamoDB counters) goes up by one and app_probe_success is set. Faults of the application
+are AppFault, which never touch DynamoDB probes (and Fault never touches application checks).
+
 The agent scenarios (agents.yml, class Fleet) model the responder replicas instead: each exports
 the placement's epoch, each agent's acknowledged epoch (the shared state, the same everywhere) and
 when the agent last reached that replica (0 since the replica's process started until it does);
@@ -50,6 +57,7 @@ ROOT = HERE.parents[1]
 LATENCY = 30  # ms for a probe result other than timeout
 BUCKETS = ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10"]  # src/metrics.rs
 CUTOFF_MARGIN = 100  # ms the scheduler waits past the probe timeout before it cuts a probe off
+APP_RESULTS = ["success", "timeout", "connect_error", "tls_error", "bad_status", "body_mismatch"]  # src/probe/app.rs
 WARM = 100  # success count of a process already running when a scenario starts
 RESULTS = ["success", "timeout", "connect_error", "throttled", "server_error", "access_denied",
            "table_not_found", "client_error", "missing_item", "condition_failed"]
@@ -84,6 +92,8 @@ class Profile:
         self.eval = prometheus_setting("evaluation_interval", fast)
         self.probe = 1000 if fast else 5000
         self.timeout = (800 if fast else 2500) + CUTOFF_MARGIN
+        # An application check's timeout: the config's default 2 s; the test kit's 800 ms.
+        self.app_timeout = (800 if fast else 2000) + CUTOFF_MARGIN
         self.dir = "fast" if fast else "prod"  # under OUT_DIR
         self.rules = "rules/dynamo-failover.yml"  # relative to the test file
 
@@ -110,6 +120,15 @@ class Fault:
                         ((self.regions, region), (self.probers, prober), (self.tables, table), (self.ops, op))))
 
 
+class AppFault(Fault):
+    """Application checks matching every given field and started in [start, end) (seconds) end
+    with `result` (one of APP_RESULTS)."""
+
+    def __init__(self, result, start=0, end=None, regions=None, probers=None, checks=None, latency=None):
+        assert result in APP_RESULTS, result
+        super().__init__(result, start, end, regions, probers, tables=checks, latency=latency)
+
+
 class Prober:
     """`phase` (s) of its first probe; `offset` (s) of its scrapes; `lives` of its later processes:
     (down_at, up_at, new_phase) in seconds, `up_at` None for never."""
@@ -133,22 +152,28 @@ class Prober:
 
 class Scenario:
     def __init__(self, pf, title, seconds, probers, faults=(), regions=(EAST,), tables=("posts",),
-                 required=None, grid=None, ops=("read", "write"), durations=False):
+                 required=None, grid=None, ops=("read", "write"), durations=False, app_checks=None,
+                 app_probers=None):
         self.pf, self.title, self.duration = pf, title, round(seconds * 1000)
         self.ops = ops  # the replication probe never votes; scenarios where it matters include it
         self.grid = grid or pf.scrape  # ms between input samples; scrape offsets are multiples of it
         self.probers, self.faults, self.regions, self.tables = probers, list(faults), regions, tables
         self.required = required  # None: an exporter without dynamodb_probe_table_required
         self.durations = durations  # also the duration histogram (only latency scenarios read it)
+        self.app_checks = app_checks or {}  # region -> names of its application checks
+        self.app_probers = app_probers  # the probers that run them (None: every prober)
         self.alert_tests, self.expr_tests = [], []
 
     def outcome(self, prober, region, table, op, t):
-        """(result, duration in ms) of the probe started at t (ms)."""
+        """(result, duration in ms) of the probe started at t (ms); op "app" is the application
+        check `table` instead."""
+        app = op == "app"
         for f in reversed(self.faults):
-            if f.matches(prober, region, table, op, t):
+            if isinstance(f, AppFault) == app and f.matches(prober, region, table, op, t):
                 if f.latency is not None:
                     return f.result, f.latency
-                return f.result, self.pf.timeout if f.result == "timeout" else LATENCY
+                timeout = self.pf.app_timeout if app else self.pf.timeout
+                return f.result, timeout if f.result == "timeout" else LATENCY
         return "success", LATENCY
 
     # --- expectations ---
@@ -181,8 +206,10 @@ class Scenario:
             slots.setdefault(key, {})[t // self.grid] = value
 
         pairs = [(r, tb) for r in self.regions for tb in self.tables]
+        app_pairs = [(r, c) for r in self.regions for c in self.app_checks.get(r, ())]
         for p in self.probers:
-            # Results landing, per life: (land_time, life, region, table, op, result, duration)
+            # Results landing, per life: (land_time, life, region, table, op, result, duration);
+            # an application check's has its check as table and op "app".
             timeline = []
             for li, (start, stop, first, warm) in enumerate(p.lives(self.duration)):
                 for pi, (region, table) in enumerate(pairs):
@@ -195,6 +222,15 @@ class Scenario:
                             if land < stop:
                                 timeline.append((land, li, region, table, op, res, took))
                         s += pf.probe
+                if self.app_probers is None or p.name in self.app_probers:
+                    for ci, (region, check) in enumerate(app_pairs):
+                        # Each check has its own phase too, apart from the DynamoDB probes'.
+                        s = first + (ci * 170 + 50) % pf.probe
+                        while s < stop:
+                            res, took = self.outcome(p.name, region, check, "app", s)
+                            if s + took < stop:
+                                timeline.append((s + took, li, region, check, "app", res, took))
+                            s += pf.probe
             timeline.sort()
             lives = p.lives(self.duration)
             present_before = set()
@@ -230,6 +266,17 @@ class Scenario:
                         if self.required is not None:
                             lbl = f'{base},region="{region}",table="{table}"'
                             present[f"dynamodb_probe_table_required{{{lbl}}}"] = self.required.get(table, 1)
+                    if self.app_probers is None or p.name in self.app_probers:
+                        for region, check in app_pairs:
+                            landed = [x for x in timeline if x[1] == life and x[0] <= t and x[2:5] == (region, check, "app")]
+                            lbl = f'{base},region="{region}",check="{check}"'
+                            for res in APP_RESULTS:
+                                n = sum(1 for x in landed if x[5] == res) + (WARM if warm and res == "success" else 0)
+                                present[f'app_probe_total{{{lbl},result="{res}"}}'] = n
+                            if landed:
+                                present[f"app_probe_success{{{lbl}}}"] = int(landed[-1][5] == "success")
+                            elif warm:
+                                present[f"app_probe_success{{{lbl}}}"] = 1
                 for key in present_before - set(present):
                     put(key, t, "stale")
                 for key, v in present.items():
@@ -396,6 +443,36 @@ def region_slow(region, probers):
                            "minutes); the probers annotation names them. One prober alone, which may be "
                            "its own network path, does not raise this. Traffic is not moved for slowness.",
             "runbook_url": "docs/runbook.md#dynamodbregiondegraded",
+        },
+    }
+
+
+def app_down(region, n, results):
+    return {
+        "labels": {"region": region, "severity": "page", "action": "avoid"},
+        "annotations": {
+            "summary": f"The application in {region} is unavailable ({n} probers see every check fail)",
+            "results": results,
+            "description": f"{n} probers, at least the quorum, see every application check of {region} fail "
+                           "for the whole window; the results annotation names the kinds seen in the last "
+                           f"minute. Users there are not served. The responder will not move traffic into "
+                           f"{region} while this fires; it does not move traffic out of it for this alert.",
+            "runbook_url": "docs/runbook.md#appregionunavailable",
+        },
+    }
+
+
+def app_check_failing(region, check, n, results):
+    return {
+        "labels": {"region": region, "check": check, "severity": "ticket"},
+        "annotations": {
+            "summary": f"Application check {check} fails in {region} ({n} probers agree) while other checks work",
+            "results": results,
+            "description": f"{n} probers, at least the quorum, see application check {check} of {region} fail "
+                           "for the whole window while another check there works, so AppRegionUnavailable does "
+                           "not fire. The responder's live check requires every check to pass: it will not move "
+                           f"traffic into {region} until this one does.",
+            "runbook_url": "docs/runbook.md#appcheckfailing",
         },
     }
 
@@ -750,6 +827,151 @@ prober's reads turning slow make the quorum, and the alert fires after its windo
     return out
 
 
+# --- Application checks -----------------------------------------------------------------------------
+# A prober votes a region's application down while every check of the region it runs is failing;
+# AppRegionUnavailable fires after 30 s (fast 3 s) of a quorum (2) voting. With the probers' scrapes
+# on the evaluation grid, a fault at t0 (on the grid) is first seen at the first evaluation at or
+# after its first failed check lands (t0 + 0.03 s at the earliest; at the latest a probe interval
+# later, plus the check's timeout of 2 s, fast 0.8 s, and the cut-off's 0.1 s for a timeout). So
+# it never fires at t0 + the window, and fires by the first evaluation at or after t0 + probe
+# interval + landing, plus the window: connect_error 30 + 66 (fast 10 + 15), timeout 30 + 69
+# (fast 10 + 15).
+APP = ["AppRegionUnavailable", "AppCheckFailing"]
+LB = {EAST: ("load-balancer",), WEST: ("load-balancer",)}
+
+
+def app_scenarios(pf):
+    out = []
+    window = pf.pick(30, 3)
+    t0 = pf.pick(30, 10)
+    before = t0 + window
+    fired = pf.pick(66, 15)  # connect_error: the first evaluation at or after t0 + 5.03 s (fast 1.03 s), + the window
+    end = pf.pick(93, 72)  # a whole minute of failures: the success ratio is 0
+
+    s = Scenario(pf, """
+The application in us-east-1 refuses connections for every prober (its load balancer is gone);
+us-west-2 works, and DynamoDB works in both. AppRegionUnavailable fires for us-east-1 after its
+window and stays; the DynamoDB votes never move. The success ratio recorded for the dashboard is 0
+once the failures fill its minute.
+""", end, probers(pf), [AppFault("connect_error", t0, regions={EAST})], regions=(EAST, WEST), app_checks=LB)
+    s.alerts(before, "AppRegionUnavailable", [])
+    for t in (fired, end):
+        s.alerts(t, "AppRegionUnavailable", [app_down(EAST, 3, "connect_error")])
+        s.alerts(t, "AppCheckFailing", [])
+    s.expr(fired, "app:region:failing_probers", [
+        ('app:region:failing_probers{region="us-east-1"}', 3), ('app:region:failing_probers{region="us-west-2"}', 0)])
+    s.expr(fired, "app:region:reporting_probers", [
+        ('app:region:reporting_probers{region="us-east-1"}', 3), ('app:region:reporting_probers{region="us-west-2"}', 3)])
+    s.expr(end, "app:region_check:success_ratio_rate1m", [
+        ('app:region_check:success_ratio_rate1m{check="load-balancer",region="us-east-1"}', 0),
+        ('app:region_check:success_ratio_rate1m{check="load-balancer",region="us-west-2"}', 1)])
+    s.never_fired(end)
+    out.append(s)
+
+    tb = pf.pick(60, 20)
+    s = Scenario(pf, """
+One prober of three (c) sees every check of us-east-1 time out, as over a path of its own: one vote,
+no quorum, nothing fires however long it lasts. A second prober (b) seeing the same makes the
+quorum: it fires after the window.
+""", pf.pick(99, 25), probers(pf), [AppFault("timeout", 0, regions={EAST}, probers={"c"}),
+                                    AppFault("timeout", tb, regions={EAST}, probers={"b"})],
+                 ops=(), app_checks={EAST: ("load-balancer",)})
+    s.expr(pf.pick(30, 10), 'app:region_prober:failing', by_prober("app:region_prober:failing", {"a": 0, "b": 0, "c": 1}, region=EAST))
+    s.expr(pf.pick(30, 10), 'app:region:failing_probers', [('app:region:failing_probers{region="us-east-1"}', 1)])
+    s.expr(pf.pick(30, 10), 'app:region:reporting_probers', [('app:region:reporting_probers{region="us-east-1"}', 3)])
+    # b's first timeout lands 2.1 s (fast 0.9 s) after tb at the earliest: pending from tb + 3 s (fast 1 s).
+    s.never_fired(tb + window, APP)
+    s.alerts(pf.pick(99, 25), "AppRegionUnavailable", [app_down(EAST, 2, "timeout")])
+    out.append(s)
+
+    t1 = pf.pick(90, 20)
+    s = Scenario(pf, """
+One check of two: every prober's direct check of one droplet (droplet-1) of us-east-1 gets a 502
+while the load balancer's check works. Users are served: no vote, no AppRegionUnavailable, but the
+AppCheckFailing ticket (the responder's live check would refuse the region). Then the load
+balancer's check times out too: every check fails, the region's application is down; the ticket
+gives way to the page, whose results name both kinds.
+""", pf.pick(129, 25), probers(pf), [AppFault("bad_status", t0, regions={EAST}, checks={"droplet-1"}),
+                                     AppFault("timeout", t1, regions={EAST}, checks={"load-balancer"})],
+                 ops=(), app_checks={EAST: ("load-balancer", "droplet-1")})
+    s.alerts(before, "AppCheckFailing", [])
+    for t in (fired, t1):
+        s.alerts(t, "AppCheckFailing", [app_check_failing(EAST, "droplet-1", 3, "bad_status")])
+        s.alerts(t, "AppRegionUnavailable", [])
+    s.expr(t1, "app:region_prober:failing", by_prober("app:region_prober:failing", dict.fromkeys("abc", 0), region=EAST))
+    s.expr(t1, "app:region_check:failing_probers", [
+        ('app:region_check:failing_probers{check="droplet-1",region="us-east-1"}', 3),
+        ('app:region_check:failing_probers{check="load-balancer",region="us-east-1"}', 0)])
+    s.never_fired(t1 + window, ["AppRegionUnavailable"])
+    # The load balancer's first timeouts land by t1 + 7.1 s (fast 1.9 s): votes by the next evaluation.
+    s.alerts(pf.pick(99, 22), "AppCheckFailing", [])
+    s.alerts(pf.pick(129, 25), "AppRegionUnavailable", [app_down(EAST, 3, "bad_status,timeout")])
+    s.alerts(pf.pick(129, 25), "AppCheckFailing", [])
+    out.append(s)
+
+    t1 = pf.pick(90, 25)
+    resolved = pf.pick(96, 27)  # the first evaluation at or after t1 + 5.03 s (fast 1.03 s)
+    s = Scenario(pf, """
+Recovery: us-east-1's application refuses connections from t0 to t1, then serves again. The alert
+fires, is still firing at t1, and resolves once the probers' next checks succeed (within a probe
+interval, a scrape and an evaluation).
+""", resolved + pf.pick(6, 2), probers(pf), [AppFault("connect_error", t0, t1, regions={EAST})],
+                 regions=(EAST, WEST), ops=(), app_checks=LB)
+    s.alerts(before, "AppRegionUnavailable", [])
+    for t in (fired, t1):
+        s.alerts(t, "AppRegionUnavailable", [app_down(EAST, 3, "connect_error")])
+    s.alerts(resolved, "AppRegionUnavailable", [])
+    s.alerts(resolved + pf.pick(6, 2), "AppRegionUnavailable", [])
+    s.expr(resolved, "app:region:failing_probers", [
+        ('app:region:failing_probers{region="us-east-1"}', 0), ('app:region:failing_probers{region="us-west-2"}', 0)])
+    out.append(s)
+
+    blip = pf.pick(15, 1)
+    s = Scenario(pf, f"""
+A blip shorter than the window: every check of us-east-1 from every prober is refused for {blip} s
+(three checks each; fast: one). Every prober votes for a moment; nothing fires, ever.
+""", pf.pick(75, 25), probers(pf), [AppFault("connect_error", t0, t0 + blip, regions={EAST})],
+                 ops=(), app_checks={EAST: ("load-balancer",)})
+    s.expr(t0 + pf.pick(9, 1), "app:region:failing_probers", [('app:region:failing_probers{region="us-east-1"}', 3)])
+    s.never_fired(pf.pick(75, 25), APP)
+    out.append(s)
+
+    gone_a, gone_b = pf.pick(75, 18), pf.pick(90, 22)
+    s = Scenario(pf, """
+Probers that stop being scraped stop voting: every prober sees us-east-1's application refuse
+connections; a disappears (its series go stale), leaving two votes, still the quorum; then b
+disappears too: one vote left, the alert resolves. Stale probers do not count as reporting either.
+""", gone_b + pf.pick(6, 3), probers(pf, {"a": [(gone_a, None, 0)], "b": [(gone_b, None, 0)]}),
+                 [AppFault("connect_error", t0, regions={EAST})], ops=(), app_checks={EAST: ("load-balancer",)})
+    s.alerts(fired, "AppRegionUnavailable", [app_down(EAST, 3, "connect_error")])
+    s.alerts(gone_a + pf.pick(3, 1), "AppRegionUnavailable", [app_down(EAST, 2, "connect_error")])
+    s.alerts(gone_b, "AppRegionUnavailable", [])
+    s.expr(gone_b, "app:region:reporting_probers", [('app:region:reporting_probers{region="us-east-1"}', 1)])
+    out.append(s)
+
+    s = Scenario(pf, """
+No prober exports application checks (no [[region.app_check]], or exporters from before them), and
+DynamoDB in us-east-1 refuses connections: DynamoDBRegionUnavailable fires; the application alerts
+never do, and no prober reports on the application.
+""", pf.pick(75, 25), probers(pf), [Fault("connect_error", t0, regions={EAST})], regions=(EAST, WEST))
+    s.check(pf.pick(75, 25), down=[region_down(EAST, 3, "read,write")])
+    s.expr(pf.pick(75, 25), "app:region:reporting_probers", None)
+    s.never_fired(pf.pick(75, 25), APP)
+    out.append(s)
+
+    s = Scenario(pf, """
+Only c exports application checks (a and b have none configured, or run an older exporter), and c
+sees every check of us-east-1 fail: one prober reports and votes, no quorum, nothing fires. The
+probers without checks count neither way.
+""", pf.pick(90, 25), probers(pf), [AppFault("connect_error", 0, regions={EAST})], ops=(),
+                 app_checks={EAST: ("load-balancer",)}, app_probers={"c"})
+    s.expr(pf.pick(90, 25), "app:region:reporting_probers", [('app:region:reporting_probers{region="us-east-1"}', 1)])
+    s.expr(pf.pick(90, 25), "app:region:failing_probers", [('app:region:failing_probers{region="us-east-1"}', 1)])
+    s.never_fired(pf.pick(90, 25), APP)
+    out.append(s)
+    return out
+
+
 # --- The agents: what the responder replicas export about them ------------------------------------
 # Every replica exports failover_placement_epoch, failover_agent_applied_epoch{agent} (from the
 # shared state: the same on every replica) and failover_agent_last_seen_timestamp_seconds{agent}
@@ -993,6 +1215,7 @@ FILES = {
     "probers.yml": ("Probers that restart or disappear.", prober_scenarios),
     "latency.yml": ("Slow reads: a ticket when the quorum of probers sees them.", latency_scenarios),
     "agents.yml": ("Application servers' agents that stop reaching the responders or fall behind.", agent_scenarios),
+    "apps.yml": ("Application checks: a region's application is down when a quorum of probers sees every check fail.", app_scenarios),
 }
 
 
