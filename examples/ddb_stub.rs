@@ -1,6 +1,7 @@
 //! A minimal DynamoDB stand-in for benchmarks: answers GetItem, PutItem and BatchGetItem from
 //! memory over keep-alive HTTP/1.1, so the benchmark measures the client, not moto (which closes
-//! every connection and costs milliseconds per call).
+//! every connection and costs milliseconds per call). `GET /wp-login.php` answers a small page, for
+//! the application checks' share of the benchmark.
 //!
 //! Usage: `cargo run --release --example ddb_stub -- 127.0.0.1:PORT`
 
@@ -11,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
@@ -25,7 +26,13 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
     println!("{}", listener.local_addr().unwrap());
     let items: Items = Arc::default();
-    let app = Router::new().route("/", post(handle)).with_state(items);
+    let app = Router::new()
+        .route("/", post(handle))
+        .route(
+            "/wp-login.php",
+            get(|| async { "<form name=\"loginform\"><input id=\"wp-submit\"></form>" }),
+        )
+        .with_state(items);
     axum::serve(listener, app).await.expect("serve");
 }
 

@@ -127,9 +127,10 @@ impl TryFrom<(&Payload, &AlertsConfig, &[String])> for Parsed {
                 problem: format!("`{}` is not an RFC 3339 timestamp", a.starts_at),
             })?;
             let name = a.labels.get("alertname").map(String::as_str).unwrap_or("");
-            if !cfg.region_down.iter().any(|n| n == name) {
+            let app = cfg.app_down.iter().any(|n| n == name);
+            if !app && !cfg.region_down.iter().any(|n| n == name) {
                 out.ignored.push(format!(
-                    "alerts[{index}]: `{name}` is not a region-down alert"
+                    "alerts[{index}]: `{name}` is neither a region-down nor an application-down alert"
                 ));
                 continue;
             }
@@ -166,6 +167,7 @@ impl TryFrom<(&Payload, &AlertsConfig, &[String])> for Parsed {
                 firing,
                 starts_at_ms,
                 detail: a.annotations.get(&cfg.detail_annotation).cloned(),
+                app,
             });
         }
         Ok(out)
@@ -185,6 +187,7 @@ mod tests {
             region_label: "region".into(),
             firing_expiry: std::time::Duration::from_secs(1200),
             detail_annotation: "operation".into(),
+            app_down: vec!["AppRegionUnavailable".into()],
         }
     }
 
@@ -204,6 +207,7 @@ mod tests {
                 firing: true,
                 starts_at_ms: 1_795_672_161_749,
                 detail: None,
+                app: false,
             }]
         );
     }

@@ -117,6 +117,8 @@ struct RawRegion {
     priority: u32,
     #[serde(default)]
     digitalocean: RegionDigitalOcean,
+    #[serde(default, rename = "app_check")]
+    app_checks: Vec<AppCheckConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +201,38 @@ pub struct RegionConfig {
     pub endpoint: Option<String>,
     pub priority: u32,
     pub digitalocean: RegionDigitalOcean,
+    /// HTTP checks of the region's application as its users reach it.
+    pub app_checks: Vec<AppCheckConfig>,
+}
+
+/// One check of a region's application (`[[region.app_check]]`): an HTTP request as users send
+/// it, answered with an expected status and, optionally, a body that contains a text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AppCheckConfig {
+    /// Names the check in metrics (`check` label).
+    pub name: String,
+    /// The URL users use: its host is the `Host` header and the TLS server name.
+    pub url: HttpUrl,
+    /// Where to connect instead of resolving the URL's host (a load balancer's or droplet's
+    /// address, `ip:port`), like `curl --resolve`.
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
+    #[serde(default = "AppCheckConfig::expect_status")]
+    pub expect_status: Vec<u16>,
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    #[serde(default = "AppCheckConfig::timeout", with = "duration_text")]
+    pub timeout: Duration,
+}
+
+impl AppCheckConfig {
+    fn expect_status() -> Vec<u16> {
+        vec![200]
+    }
+    fn timeout() -> Duration {
+        Duration::from_secs(2)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -289,11 +323,37 @@ impl RawConfig {
                     ),
                 ));
             }
+            let mut checks = BTreeSet::new();
+            for (j, c) in r.app_checks.iter().enumerate() {
+                let key = |k: &str| format!("region[{i}].app_check[{j}].{k}");
+                check_label_value(&key("name"), &c.name)?;
+                if !checks.insert(c.name.clone()) {
+                    return Err(invalid(
+                        key("name"),
+                        format!("check `{}` is listed twice for this region", c.name),
+                    ));
+                }
+                if c.expect_status.is_empty()
+                    || c.expect_status.iter().any(|s| !(100..=599).contains(s))
+                {
+                    return Err(invalid(
+                        key("expect_status"),
+                        "must list one or more HTTP status codes (100 to 599)",
+                    ));
+                }
+                if c.timeout > prober.interval {
+                    return Err(invalid(
+                        key("timeout"),
+                        "must not be longer than prober.interval",
+                    ));
+                }
+            }
             regions.push(RegionConfig {
                 name: r.name,
                 endpoint: r.endpoint.map(|u| u.to_string()),
                 priority: r.priority,
                 digitalocean: r.digitalocean,
+                app_checks: r.app_checks,
             });
         }
         regions.sort_by_key(|r| r.priority);
@@ -565,6 +625,65 @@ mod tests {
     fn duplicate_priorities_are_rejected() {
         let e = err_of(&GOOD.replace("priority = 2", "priority = 1"));
         assert!(e.contains("region[1].priority"), "{e}");
+    }
+
+    /// GOOD with these `[[region.app_check]]` lines under us-east-1.
+    fn with_checks(checks: &str) -> String {
+        GOOD.replace(
+            "        priority = 1\n",
+            &format!("        priority = 1\n{checks}\n"),
+        )
+    }
+
+    #[test]
+    fn application_checks_parse_with_their_defaults() {
+        let c = Config::parse(&with_checks(
+            "[[region.app_check]]\nname = \"lb\"\nurl = \"https://www.example.com/\"\naddress = \"127.0.0.1:8443\"\ntimeout = \"500ms\"\n\
+             [[region.app_check]]\nname = \"droplet\"\nurl = \"http://127.0.0.1:8080/healthz\"\nexpect_status = [200, 204]\nbody_contains = \"ok\"\ntimeout = \"1s\"",
+        ))
+        .unwrap();
+        let east = &c.regions[0];
+        assert_eq!(east.app_checks.len(), 2);
+        assert_eq!(east.app_checks[0].expect_status, vec![200]);
+        assert_eq!(
+            east.app_checks[0].address,
+            Some("127.0.0.1:8443".parse().unwrap())
+        );
+        assert_eq!(east.app_checks[1].body_contains.as_deref(), Some("ok"));
+        assert!(c.regions[1].app_checks.is_empty());
+    }
+
+    #[test]
+    fn bad_application_checks_are_rejected_by_name() {
+        let base = "[[region.app_check]]\nname = \"lb\"\nurl = \"http://127.0.0.1:8080/\"\ntimeout = \"500ms\"";
+        for (change, key) in [
+            (
+                base.replace("500ms", "2s"),
+                "region[1].app_check[0].timeout",
+            ),
+            (
+                format!("{base}\nexpect_status = []"),
+                "region[1].app_check[0].expect_status",
+            ),
+            (
+                format!("{base}\nexpect_status = [200, 700]"),
+                "region[1].app_check[0].expect_status",
+            ),
+            (format!("{base}\n{base}"), "region[1].app_check[1].name"),
+            (
+                base.replace("name = \"lb\"", "name = \"\""),
+                "region[1].app_check[0].name",
+            ),
+            (
+                base.replace("http://127.0.0.1:8080/", "ftp://127.0.0.1/"),
+                "app_check",
+            ),
+            (format!("{base}\naddress = \"load-balancer\""), "address"),
+            (format!("{base}\nhost = \"x\""), "host"),
+        ] {
+            let e = err_of(&with_checks(&change));
+            assert!(e.contains(key), "{change}: {e}");
+        }
     }
 
     #[test]

@@ -57,7 +57,29 @@ pub async fn run(
             )
         })
         .collect();
-    let (tasks, health) = scheduler::spawn(&config, &clients, metrics, shutdown.clone());
+    let (mut tasks, health) = scheduler::spawn(&config, &clients, metrics, shutdown.clone());
+    let checks = config
+        .regions
+        .iter()
+        .flat_map(|r| r.app_checks.iter().map(move |c| (r.name.clone(), c)))
+        .map(|(region, c)| crate::probe::app::AppCheck::new(&region, c))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("building the application checks")?;
+    if !checks.is_empty() {
+        let names: Vec<(String, String)> = checks
+            .iter()
+            .map(|c| (c.region.clone(), c.config.name.clone()))
+            .collect();
+        let app_metrics =
+            crate::probe::metrics::AppProbeMetrics::register(&registry, &config.prober.id, &names)
+                .context("registering application check metrics")?;
+        tasks.extend(scheduler::spawn_app_checks(
+            checks,
+            app_metrics,
+            config.prober.interval,
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(
         prober = %config.prober.id,
         listen = %listener.local_addr()?,

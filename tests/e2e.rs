@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::chain::Chain;
+use testkit::chain::{Chain, ChainOpts};
 use testkit::stack::*;
 use testkit::*;
 
@@ -13,19 +13,50 @@ use testkit::*;
 /// 1 s + the 3 s window + Alertmanager and the responder, with room for a loaded 2-core machine.
 const MOVE_BUDGET: Duration = Duration::from_secs(12);
 
+/// How far behind the replication stand-in copies items between the regions.
+const REPLICATION_LAG: Duration = Duration::from_secs(3);
+
 async fn steady(s: &Stack) -> Value {
     s.state().await
 }
 
 #[tokio::test]
 async fn a_dead_home_region_fails_over_once_and_back_once_through_prometheus_and_alertmanager() {
-    let mut c = Chain::start(&[], false).await;
+    // The application too: one stand-in per region reconfigured by its agent, users writing
+    // where DNS points, and replication between the regions 3 s behind.
+    let mut c = Chain::start_with(ChainOpts {
+        knobs: Knobs {
+            agents: vec![("wp-east", EAST), ("wp-west", WEST)],
+            ..Knobs::default()
+        },
+        users: Some(REPLICATION_LAG),
+        ..ChainOpts::default()
+    })
+    .await;
     let s = &c.stack;
     assert_eq!(s.active_region().await, EAST);
+    let users = c.users.as_ref().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "users' writes to succeed in us-east-1 and replication to be measured",
+        || async {
+            users
+                .first_success_after(std::time::SystemTime::now() - Duration::from_secs(1))
+                .is_some_and(|w| w.wrote.as_deref() == Some(EAST))
+                && c.value(&format!(
+                    "dynamodb_replication_lag_seconds{{source_region=\"{EAST}\"}} > 0"
+                ))
+                .await
+                .is_some()
+        },
+    )
+    .await;
 
     let fault = Instant::now();
+    let fault_at = std::time::SystemTime::now();
     c.stack.east.stop().await;
     let s = &c.stack;
+    let users = c.users.as_ref().unwrap();
     wait_until(
         MOVE_BUDGET,
         "the verified move to us-west-2 within the budget",
@@ -37,6 +68,64 @@ async fn a_dead_home_region_fails_over_once_and_back_once_through_prometheus_and
     .await;
     let moved = fault.elapsed();
     println!("fault to verified move: {:.2} s", moved.as_secs_f64());
+    // What users see: their writes succeed again, in us-west-2, within the budget.
+    wait_until(MOVE_BUDGET, "a user's write to succeed again", || async {
+        users.first_success_after(fault_at).is_some()
+    })
+    .await;
+    let first = users.first_success_after(fault_at).unwrap();
+    let recovered = first.at.duration_since(fault_at).unwrap();
+    println!(
+        "fault to first successful user write: {:.2} s",
+        recovered.as_secs_f64()
+    );
+    assert_eq!(first.wrote.as_deref(), Some(WEST), "{first:?}");
+    assert!(recovered <= MOVE_BUDGET, "{recovered:?}");
+    // Users failed in between: the fault was real to them.
+    let failed = users
+        .writes()
+        .iter()
+        .filter(|w| w.at >= fault_at && w.at < first.at && w.wrote.is_none())
+        .count();
+    assert!(
+        failed > 0,
+        "no user write failed between the fault and the move"
+    );
+
+    // Writes lost: acknowledged by us-east-1, never copied to us-west-2; they are the last
+    // REPLICATION_LAG or so before the fault, and the notice's data at risk says as much.
+    let acked_east: Vec<_> = users
+        .writes()
+        .into_iter()
+        .filter(|w| w.wrote.as_deref() == Some(EAST))
+        .collect();
+    let lost = testkit::users::missing_in(&s.west, WEST, &acked_east).await;
+    let oldest_lost = acked_east
+        .iter()
+        .filter(|w| lost.contains(&w.id))
+        .map(|w| w.at)
+        .min()
+        .expect("the writes of the last seconds before the fault were lost");
+    let window = fault_at.duration_since(oldest_lost).unwrap().as_secs_f64();
+    wait_until(Duration::from_secs(5), "a completion notice", || async {
+        !s.inbox.titled("completed").is_empty()
+    })
+    .await;
+    let notice = &s.inbox.titled("completed")[0];
+    let at_risk = notice["fields"]["replication_lag_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no data at risk in {notice}"));
+    println!(
+        "writes lost: {} (acknowledged by {EAST} in the last {window:.2} s before the fault); data at risk in the notice: {at_risk:.2} s",
+        lost.len()
+    );
+    // The notice bounds the loss, within one probe interval (1 s) and a replication pass.
+    assert!(
+        at_risk + 0.3 >= window && at_risk <= window + 1.3,
+        "lost {window:.2} s of writes, the notice claimed {at_risk:.2} s"
+    );
+    // Every lost write is within that window: nothing older went missing.
+    assert!(lost.len() as f64 <= (window + 0.2) * 10.0 + 1.0, "{lost:?}");
     assert_eq!(s.active_region().await, WEST);
     assert_eq!(s.env_value().as_deref(), Some(WEST));
     assert_eq!(s.fake.load_balancer("lb-tag").unwrap()["tag"], "wp-west");
@@ -44,12 +133,11 @@ async fn a_dead_home_region_fails_over_once_and_back_once_through_prometheus_and
         s.fake.record("example.com", 1001).unwrap()["data"],
         "192.0.2.20"
     );
-    wait_until(Duration::from_secs(5), "a completion notice", || async {
-        !s.inbox.titled("completed").is_empty()
-    })
-    .await;
     let st = steady(s).await;
     assert_eq!(st["transitions"][0]["trigger"], "alert");
+    for name in ["wp-east", "wp-west"] {
+        assert_eq!(s.agent_env(name).0.as_deref(), Some(WEST), "{name}");
+    }
     assert!(c.log("alertmanager").contains("level=") || !c.log("alertmanager").is_empty());
 
     // The region comes back: failback once, after the stabilisation window.

@@ -502,3 +502,171 @@ async fn missing_credentials_are_named_access_denied_not_a_dead_region() {
     ];
     assert_eq!(e.value("dynamodb_probe_total", &connect).await, Some(0.0));
 }
+
+/// An application stand-in for the checks: `/ok` (200, "WordPress"), `/error` (500), `/slow`
+/// (answers after 2 s), `/vhost` (200 only for `Host: www.example.com`).
+async fn app_server() -> u16 {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/ok", get(|| async { "Just another WordPress site" }))
+        .route(
+            "/error",
+            get(|| async {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "error establishing a database connection",
+                )
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/vhost",
+            get(|h: HeaderMap| async move {
+                if h.get("host").and_then(|v| v.to_str().ok()) == Some("www.example.com") {
+                    (StatusCode::OK, "WordPress")
+                } else {
+                    (StatusCode::NOT_FOUND, "no such site")
+                }
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.ok() });
+    port
+}
+
+#[tokio::test]
+async fn application_checks_tell_every_kind_of_failure_apart() {
+    let (a, b) = two_regions().await;
+    let port = app_server().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let checks = [
+        (
+            "ok",
+            format!("url = \"http://127.0.0.1:{port}/ok\"\nbody_contains = \"WordPress\""),
+        ),
+        ("error", format!("url = \"http://127.0.0.1:{port}/error\"")),
+        (
+            "body",
+            format!("url = \"http://127.0.0.1:{port}/ok\"\nbody_contains = \"Drupal\""),
+        ),
+        (
+            "slow",
+            format!("url = \"http://127.0.0.1:{port}/slow\"\ntimeout = \"250ms\""),
+        ),
+        ("closed", format!("url = \"http://127.0.0.1:{closed}/\"")),
+        ("tls", format!("url = \"https://127.0.0.1:{port}/ok\"")),
+        // The users' host name, connected to the load balancer's address.
+        (
+            "vhost",
+            format!("url = \"http://www.example.com/vhost\"\naddress = \"127.0.0.1:{port}\""),
+        ),
+        (
+            "status",
+            format!("url = \"http://127.0.0.1:{port}/error\"\nexpect_status = [500]"),
+        ),
+    ];
+    let mut cfg = exporter_config(
+        "p1",
+        &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
+        &[T],
+    );
+    let at = cfg.find("[[region]]\nname = \"us-west-2\"").unwrap();
+    let section: String = checks
+        .iter()
+        .map(|(name, rest)| {
+            // The prober's interval is 300 ms: no check may wait longer.
+            let timeout = if rest.contains("timeout") {
+                ""
+            } else {
+                "timeout = \"300ms\"\n"
+            };
+            format!("[[region.app_check]]\nname = \"{name}\"\n{timeout}{rest}\n\n")
+        })
+        .collect();
+    cfg.insert_str(at, &section);
+    let e = Exporter::spawn(&cfg).await;
+    let want = [
+        ("ok", "success"),
+        ("error", "bad_status"),
+        ("body", "body_mismatch"),
+        ("slow", "timeout"),
+        ("closed", "connect_error"),
+        ("tls", "tls_error"),
+        ("vhost", "success"),
+        ("status", "success"),
+    ];
+    for (check, result) in want {
+        let l = [
+            ("prober", "p1"),
+            ("region", "us-east-1"),
+            ("check", check),
+            ("result", result),
+        ];
+        wait_until(
+            Duration::from_secs(10),
+            &format!("check {check} to count a {result}"),
+            || async { e.value("app_probe_total", &l).await.unwrap_or(0.0) >= 2.0 },
+        )
+        .await;
+        let m = e.scrape().await;
+        // Only that result: the others stay at their pre-created zero.
+        for other in dynamo_failover::probe::app::AppResult::ALL {
+            let o = other.as_str();
+            let v = sample(
+                &m,
+                "app_probe_total",
+                &[
+                    ("prober", "p1"),
+                    ("region", "us-east-1"),
+                    ("check", check),
+                    ("result", o),
+                ],
+            );
+            if o == result {
+                assert!(v.unwrap() >= 2.0);
+            } else {
+                assert_eq!(v, Some(0.0), "check {check} counted {o}");
+            }
+        }
+        let success = sample(
+            &m,
+            "app_probe_success",
+            &[("prober", "p1"), ("region", "us-east-1"), ("check", check)],
+        );
+        assert_eq!(
+            success,
+            Some(f64::from(u8::from(result == "success"))),
+            "{check}"
+        );
+    }
+    // A timed-out check is cut at its timeout, not at the slow answer.
+    let m = e.scrape().await;
+    let sum = sample(
+        &m,
+        "app_probe_duration_seconds_sum",
+        &[("prober", "p1"), ("region", "us-east-1"), ("check", "slow")],
+    )
+    .unwrap();
+    let count = sample(
+        &m,
+        "app_probe_duration_seconds_count",
+        &[("prober", "p1"), ("region", "us-east-1"), ("check", "slow")],
+    )
+    .unwrap();
+    assert!(
+        sum / count < 0.5,
+        "slow check took {} s on average",
+        sum / count
+    );
+}

@@ -12,6 +12,7 @@ fn cfg() -> AlertsConfig {
         region_label: "region".into(),
         firing_expiry: std::time::Duration::from_secs(1200),
         detail_annotation: "operation".into(),
+        app_down: vec!["AppRegionUnavailable".into()],
     }
 }
 

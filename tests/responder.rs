@@ -819,3 +819,97 @@ async fn with_its_state_lost_while_traffic_is_away_it_refuses_to_start_until_the
     let (ok, out) = s.cli(&["adopt", "--region", EAST]);
     assert!(!ok, "{out}");
 }
+
+#[tokio::test]
+async fn a_target_whose_application_does_not_serve_is_rejected_until_it_does() {
+    // us-west-2's DynamoDB is healthy; its application stand-in names no database region yet,
+    // so its health URL answers 503.
+    let mut s = Stack::prepare(Knobs::default()).await;
+    let env = s.path("app-west.env");
+    std::fs::write(&env, "# not configured yet\n").unwrap();
+    let app = testkit::users::AppStandin::start(&s, WEST, &env).await;
+    s.launch(&[(WEST, format!("{}/healthz", app.url()))]).await;
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    wait_until(
+        Duration::from_secs(15),
+        "the move to be blocked",
+        || async { s.state().await["phase"] == "blocked" },
+    )
+    .await;
+    let st = s.state().await;
+    assert!(
+        st["blocked"]
+            .as_str()
+            .unwrap()
+            .contains("us-west-2: failed its live check"),
+        "{st}"
+    );
+    assert!(s.fake.changes().is_empty(), "{:?}", s.fake.changes());
+    wait_until(Duration::from_secs(5), "the rejection notice", || async {
+        s.inbox.titled("failed its live check").iter().any(|n| {
+            n["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("application check app0 of us-west-2: bad_status")
+        })
+    })
+    .await;
+    // The application serves again: the next live check passes and traffic moves.
+    std::fs::write(&env, "DYNAMODB_REGION=us-west-2\n").unwrap();
+    app.reload();
+    s.wait_steady_in(WEST, Duration::from_secs(20)).await;
+    assert_eq!(s.fake.load_balancer("lb-tag").unwrap()["tag"], "wp-west");
+    assert!(
+        s.logs().contains("and 1 application check(s)"),
+        "the passing live check does not mention the application check"
+    );
+    s.assert_no_secrets();
+}
+
+#[tokio::test]
+async fn an_application_down_alert_never_moves_traffic_and_keeps_traffic_out_of_its_region() {
+    let s = Stack::start(Knobs::default()).await;
+    let app_down = |region: &str, firing: bool| {
+        named_alert_body(
+            "AppRegionUnavailable",
+            region,
+            &format!("app-{region}"),
+            firing,
+            T0,
+        )
+    };
+    // On the active region: recorded, and nothing moves.
+    assert_eq!(s.alert(&app_down(EAST, true)).await.0, 200);
+    let st = s.state().await;
+    assert_eq!(st["regions"][EAST]["app_down"], true, "{st}");
+    assert_eq!(st["regions"][EAST]["down"], false, "{st}");
+    // An observation window: several responder ticks (200 ms) in which a move could start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = s.state().await;
+    assert!(st["plan"].is_null() && st["blocked"].is_null(), "{st}");
+    assert_eq!(st["active_region"], EAST);
+    assert_eq!(s.alert(&app_down(EAST, false)).await.0, 200);
+
+    // On the only other region: DynamoDB failing in us-east-1 cannot move traffic there.
+    assert_eq!(s.alert(&app_down(WEST, true)).await.0, 200);
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    wait_until(
+        Duration::from_secs(10),
+        "the move to be blocked",
+        || async { s.state().await["phase"] == "blocked" },
+    )
+    .await;
+    let st = s.state().await;
+    assert!(
+        st["blocked"]
+            .as_str()
+            .unwrap()
+            .contains("us-west-2: application-down alert firing"),
+        "{st}"
+    );
+    assert!(s.fake.changes().is_empty(), "{:?}", s.fake.changes());
+    // Its application comes back: the move goes ahead.
+    assert_eq!(s.alert(&app_down(WEST, false)).await.0, 200);
+    s.wait_steady_in(WEST, Duration::from_secs(15)).await;
+    s.assert_no_secrets();
+}

@@ -83,13 +83,16 @@ def seed_moto(endpoint, regions, tables):
             db.put_item(TableName=name, Item={"pk": {"S": "dynamo-failover-health"}})
 
 
-def exporter_config(endpoints, tables, probes, port):
+def exporter_config(endpoints, tables, probes, port, app_checks=0, app_url=None):
     lines = ['[prober]', 'id = "bench"', 'interval = "1s"', 'attempt_timeout = "400ms"',
              'timeout = "900ms"', f'probes = {json.dumps(probes)}', '',
              '[exporter]', f'listen = "127.0.0.1:{port}"', '']
     for i, (region, endpoint) in enumerate(endpoints):
         lines += ['[[region]]', f'name = "{region}"', f'endpoint = "{endpoint}"',
                   f'priority = {i + 1}', '']
+        for j in range(app_checks):
+            lines += ['[[region.app_check]]', f'name = "app{j:02d}"', f'url = "{app_url}"',
+                      'body_contains = "wp-submit"', 'timeout = "900ms"', '']
     for i in range(tables):
         lines += ['[[table]]', f'name = "bench_{i:02d}"', '']
     f = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
@@ -98,9 +101,10 @@ def exporter_config(endpoints, tables, probes, port):
     return f.name
 
 
-def run_pair(label, bin_path, endpoints, tables, seconds, with_baseline=True, probes=("read",)):
+def run_pair(label, bin_path, endpoints, tables, seconds, with_baseline=True, probes=("read",),
+             app_checks=0, app_url=None):
     port = free_port()
-    cfg = exporter_config(endpoints, tables, list(probes), port)
+    cfg = exporter_config(endpoints, tables, list(probes), port, app_checks, app_url)
     env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                AWS_EC2_METADATA_DISABLED="true", DYNAMO_FAILOVER_LOG="warn")
     exp = subprocess.Popen([bin_path, "exporter", "--config", cfg], env=env,
@@ -127,8 +131,12 @@ def run_pair(label, bin_path, endpoints, tables, seconds, with_baseline=True, pr
                            - metric_sum(text0, "dynamodb_probe_total", result="success"))
     missed = (metric_sum(text1, "dynamodb_probe_slots_missed_total")
               - metric_sum(text0, "dynamodb_probe_slots_missed_total"))
+    app_run = metric_sum(text1, "app_probe_total") - metric_sum(text0, "app_probe_total")
+    app_ok = (metric_sum(text1, "app_probe_total", result="success")
+              - metric_sum(text0, "app_probe_total", result="success"))
     out = {"label": label, "exporter": {
         "probes": int(probes_run), "failures": int(failed), "slots_missed": int(missed),
+        "app_checks": int(app_run), "app_failures": int(app_run - app_ok),
         "cpu_seconds": cpu1 - cpu0, "wall_seconds": t1 - t0, "peak_rss_bytes": rss}}
     if base is not None:
         b = json.loads(base.communicate(timeout=seconds + 60)[0])
@@ -186,15 +194,28 @@ def main():
         scale_res = run_pair(f"scale: keep-alive stub, 6 regions x 20 tables, read+write+replication every 1 s, {seconds:.0f} s",
                              bin_path, [(r, stub) for r in six], 20, seconds,
                              with_baseline=False, probes=("read", "write", "replication"))
+        # The application checks' share: the same stub run with 10 checks per region added
+        # (keep-alive HTTP GET of a small page, body checked), the DynamoDB probes' CPU taken off.
+        app_res = run_pair(f"keep-alive stub, 2 regions x 10 tables GetItem + 10 application checks per region, every 1 s, {seconds:.0f} s",
+                           bin_path, [(r, stub) for r in two], 10, seconds, with_baseline=False,
+                           app_checks=10, app_url=f"{stub}/wp-login.php")
         print("# exporter benchmark")
         cpu_x, rss_x = report(moto_res)
         report(stub_res)
         report(scale_res)
-        ok = cpu_x >= 2 and rss_x >= 3 and scale_res["exporter"]["slots_missed"] == 0
-        print(f"\nfloors (moto: >= 2x less CPU per probe, >= 3x less peak RSS; scale: 0 slots missed): "
+        a, s_ = app_res["exporter"], stub_res["exporter"]
+        ddb_ms = per_probe_ms(s_)
+        app_ms = 1000 * (a["cpu_seconds"] - ddb_ms / 1000 * a["probes"]) / max(1, a["app_checks"])
+        print(f"\n## {app_res['label']}")
+        print(f"application checks: {a['app_checks']} run, {a['app_failures']} failed; "
+              f"CPU per application check {app_ms:.3f} ms next to {ddb_ms:.3f} ms per DynamoDB probe; "
+              f"peak RSS {a['peak_rss_bytes'] / 2**20:.1f} MiB")
+        ok = (cpu_x >= 2 and rss_x >= 3 and scale_res["exporter"]["slots_missed"] == 0
+              and app_res["exporter"]["app_failures"] == 0)
+        print(f"\nfloors (moto: >= 2x less CPU per probe, >= 3x less peak RSS; scale: 0 slots missed; application checks: none failed): "
               f"{'MET' if ok else 'NOT MET'}")
         with open(os.environ.get("BENCH_JSON", "/dev/null"), "w") as f:
-            json.dump([moto_res, stub_res, scale_res], f, indent=2)
+            json.dump([moto_res, stub_res, scale_res, app_res], f, indent=2)
         sys.exit(0 if ok else 1)
     finally:
         for p in procs:

@@ -17,6 +17,8 @@ use crate::probe::{read, replication, write, ProbeResult, Target};
 
 pub struct ProbeLiveCheck {
     clients: HashMap<String, aws_sdk_dynamodb::Client>,
+    /// Each region's application checks: a target must pass them too.
+    app: HashMap<String, Vec<crate::probe::app::AppCheck>>,
     tables: Vec<TableConfig>,
     prefix: String,
     id: String,
@@ -27,7 +29,26 @@ pub struct ProbeLiveCheck {
 
 impl ProbeLiveCheck {
     pub fn new(config: &Config, shared: &aws_config::SdkConfig, max_lag: Option<Duration>) -> Self {
+        let app = config
+            .regions
+            .iter()
+            .map(|r| {
+                let checks = r
+                    .app_checks
+                    .iter()
+                    .filter_map(|c| match crate::probe::app::AppCheck::new(&r.name, c) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::error!(region = %r.name, check = %c.name, error = %e, "cannot build an application check");
+                            None
+                        }
+                    })
+                    .collect();
+                (r.name.clone(), checks)
+            })
+            .collect();
         Self {
+            app,
             clients: config
                 .regions
                 .iter()
@@ -107,9 +128,28 @@ impl LiveCheck for ProbeLiveCheck {
                 notes.push(format!("{msg} (not a required table)"));
             }
         }
+        // Its application must serve too: no move into a region whose application is down.
+        let checks = self.app.get(to).map(Vec::as_slice).unwrap_or_default();
+        for check in checks {
+            let (res, seen) = tokio::time::timeout(check.cutoff(), check.probe())
+                .await
+                .unwrap_or((crate::probe::app::AppResult::Timeout, "no answer".into()));
+            if res != crate::probe::app::AppResult::Success {
+                return Err(format!(
+                    "application check {} of {to}: {} ({seen})",
+                    check.config.name,
+                    res.as_str()
+                ));
+            }
+        }
         let mut detail = format!(
-            "{to} answered reads and writes on {} table(s) in {} ms",
+            "{to} answered reads and writes on {} table(s){} in {} ms",
             self.tables.len() - notes.len(),
+            if checks.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} application check(s)", checks.len())
+            },
             start.elapsed().as_millis()
         );
         for n in notes {

@@ -1,5 +1,5 @@
-//! Reads the last replication lag measured out of a region from Prometheus, for the "data at
-//! risk" line of a failover notice.
+//! Reads the replication lag out of a region as it stood at its last acknowledged write, from
+//! Prometheus, for the "data at risk" line of a failover notice.
 
 use async_trait::async_trait;
 
@@ -25,7 +25,15 @@ impl PrometheusLag {
 #[async_trait]
 impl LagSource for PrometheusLag {
     async fn last_lag_out_of(&self, region: &str) -> Option<f64> {
-        let query = format!("max(last_over_time(dynamodb_replication_lag_seconds{{source_region=\"{region}\"}}[1h]))");
+        // The lag as it stood while `region` still acknowledged writes: once it stops, the lag
+        // of what it never shipped keeps growing, but nothing more is at risk. Each prober's lag
+        // is a sawtooth (the age of its oldest unseen canary, read once per interval), so its
+        // peak over the minute before, taken at its last successful write to the region, bounds
+        // the writes lost within one probe interval.
+        let query = format!(
+            "max(last_over_time((max_over_time(dynamodb_replication_lag_seconds{{source_region=\"{region}\"}}[1m]) \
+             and on(prober, table) (dynamodb_probe_success{{region=\"{region}\", operation=\"write\"}} == 1))[1h:1s]))"
+        );
         let v: serde_json::Value = self
             .http
             .get(format!("{}/api/v1/query", self.base))

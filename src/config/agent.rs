@@ -6,7 +6,7 @@
 //! name = "wp-nyc1-01"                     # as listed in the responders' [[responder.agents.agent]]
 //! responders = ["https://failover-1.example.com:9465", "https://failover-2.example.com:9465"]
 //! token_file = "/etc/dynamo-failover/agent.token"   # or DYNAMO_FAILOVER_AGENT_TOKEN
-//! env_file = "/etc/wordpress/dynamodb.env"
+//! env_file = "/etc/wordpress/dynamodb/dynamodb.env"
 //! group = "www-data"
 //! reload_commands = [["systemctl", "reload", "php8.2-fpm"]]
 //! ```

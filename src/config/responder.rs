@@ -335,6 +335,9 @@ pub struct AlertsConfig {
     /// The annotation that says what failed (the shipped rules' `operation`: read, write or
     /// both); notices quote it.
     pub detail_annotation: String,
+    /// Alert names that mean "this region's application is down": the region is not a target
+    /// while one fires; they never start a move.
+    pub app_down: Vec<String>,
 }
 
 impl Default for AlertsConfig {
@@ -344,6 +347,7 @@ impl Default for AlertsConfig {
             region_label: "region".into(),
             firing_expiry: Duration::from_secs(20 * 60),
             detail_annotation: "operation".into(),
+            app_down: vec!["AppRegionUnavailable".into()],
         }
     }
 }

@@ -295,6 +295,7 @@ mod tests {
             firing: true,
             starts_at_ms: 1,
             detail: None,
+            app: false,
         };
         let s = decide(&s, &fire, 10, &policy, &steps).state;
         assert_eq!(

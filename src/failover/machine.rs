@@ -138,6 +138,9 @@ pub enum Event {
         starts_at_ms: u64,
         /// What the alert says failed (its detail annotation, e.g. `write`), for notices.
         detail: Option<String>,
+        /// An application-down alert (the region's application tier, not its DynamoDB): it makes
+        /// the region ineligible as a target while it fires, and never starts a move.
+        app: bool,
     },
     /// Time passes: deferred moves, stabilised failbacks and plan retries happen here.
     Tick,
@@ -405,6 +408,7 @@ fn apply(
             firing,
             starts_at_ms,
             detail,
+            app,
         } => {
             if !s.health.contains_key(region) {
                 return Ok(()); // unknown regions are reported by the caller and change nothing
@@ -427,6 +431,7 @@ fn apply(
                             seen_ms: now,
                             expired: false,
                             detail: detail.as_deref().map(clip_detail),
+                            app: *app,
                         },
                     );
                     bound_alerts(s, region);
@@ -652,11 +657,17 @@ fn operator_move(
 /// Recomputes the health map from the alert instances.
 fn refresh_health(s: &mut State, now: u64) {
     for (region, h) in s.health.iter_mut() {
-        let down = s.alerts.values().any(|a| a.firing && a.region == *region);
-        if down != h.down {
-            h.down = down;
+        let firing = |app: bool| {
+            s.alerts
+                .values()
+                .any(|a| a.firing && a.region == *region && a.app == app)
+        };
+        let (down, app_down) = (firing(false), firing(true));
+        if down != h.down || app_down != h.app_down {
             h.since_ms = now;
         }
+        h.down = down;
+        h.app_down = app_down;
     }
 }
 
@@ -757,13 +768,13 @@ fn wanted_move(
     let usable = |r: &str| {
         s.health
             .get(r)
-            .is_some_and(|h| !h.down && h.live_failed_ms.is_none())
+            .is_some_and(|h| !h.down && !h.app_down && h.live_failed_ms.is_none())
     };
     if s.is_down(&s.active) {
         let failing: std::collections::BTreeSet<&str> = s
             .alerts
             .values()
-            .filter(|a| a.firing && a.region == s.active)
+            .filter(|a| a.firing && !a.app && a.region == s.active)
             .filter_map(|a| a.detail.as_deref())
             .collect();
         let reason = if failing.is_empty() {
@@ -781,9 +792,31 @@ fn wanted_move(
             .find(|r| **r != s.active && usable(r))
             .cloned()
             .ok_or_else(|| {
+                // Why each other region is not a target, for the notice and `status`.
+                let why: Vec<String> = policy
+                    .regions
+                    .iter()
+                    .filter(|r| **r != s.active)
+                    .filter_map(|r| {
+                        let h = s.health.get(r)?;
+                        let mut w = Vec::new();
+                        if h.down {
+                            w.push("region-down alert firing");
+                        }
+                        if h.app_down {
+                            w.push("application-down alert firing");
+                        }
+                        if h.live_failed_ms.is_some() {
+                            w.push("failed its live check");
+                        }
+                        Some(format!("{r}: {}", w.join(", ")))
+                    })
+                    .collect();
                 format!(
-                    "{} is unavailable and no other region is healthy; traffic stays in {}",
-                    s.active, s.active
+                    "{} is unavailable and no other region is healthy ({}); traffic stays in {}",
+                    s.active,
+                    why.join("; "),
+                    s.active
                 )
             });
         return Some((Kind::Failover, target, Trigger::Alert, reason));

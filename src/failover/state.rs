@@ -156,6 +156,9 @@ pub struct RegionHealth {
     pub since_ms: u64,
     /// When the region last failed a live check, if it did recently.
     pub live_failed_ms: Option<u64>,
+    /// An application-down alert fires for the region: not a target while it does.
+    #[serde(default)]
+    pub app_down: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +179,9 @@ pub struct AlertInstance {
     /// What the alert said failed (its detail annotation), kept short.
     #[serde(default)]
     pub detail: Option<String>,
+    /// An application-down alert rather than a region-down one.
+    #[serde(default)]
+    pub app: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,6 +277,7 @@ impl State {
                             down: false,
                             since_ms: now,
                             live_failed_ms: None,
+                            app_down: false,
                         },
                     )
                 })
@@ -293,6 +300,7 @@ impl State {
                     down: false,
                     since_ms: now,
                     live_failed_ms: None,
+                    app_down: false,
                 });
         }
         self.health.retain(|r, _| policy.regions.contains(r));

@@ -151,3 +151,71 @@ impl ProbeMetrics {
             .inc();
     }
 }
+
+/// The application checks' families (`app_probe_*`), every series the config implies created at
+/// start.
+#[derive(Clone)]
+pub struct AppProbeMetrics {
+    prober: String,
+    pub duration: HistogramVec,
+    pub success: IntGaugeVec,
+    pub total: IntCounterVec,
+}
+
+impl AppProbeMetrics {
+    pub fn register(
+        registry: &Registry,
+        prober: &str,
+        checks: &[(String, String)],
+    ) -> prometheus::Result<Self> {
+        let labels = ["prober", "region", "check"];
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "app_probe_duration_seconds",
+                "Duration of each application check, successful or not.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &labels,
+        )?;
+        let success = IntGaugeVec::new(
+            Opts::new(
+                "app_probe_success",
+                "1 if the last application check succeeded, 0 if it failed.",
+            ),
+            &labels,
+        )?;
+        let total = IntCounterVec::new(
+            Opts::new(
+                "app_probe_total",
+                "Application checks run, by result (success or the kind of failure).",
+            ),
+            &["prober", "region", "check", "result"],
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(success.clone()))?;
+        registry.register(Box::new(total.clone()))?;
+        for (region, check) in checks {
+            duration.with_label_values(&[prober, region, check]);
+            for r in super::app::AppResult::ALL {
+                total.with_label_values(&[prober, region, check, r.as_str()]);
+            }
+        }
+        Ok(Self {
+            prober: prober.to_string(),
+            duration,
+            success,
+            total,
+        })
+    }
+
+    pub fn observe(&self, region: &str, check: &str, result: super::app::AppResult, secs: f64) {
+        let l = [self.prober.as_str(), region, check];
+        self.duration.with_label_values(&l).observe(secs);
+        self.total
+            .with_label_values(&[l[0], l[1], l[2], result.as_str()])
+            .inc();
+        self.success
+            .with_label_values(&l)
+            .set(i64::from(result == super::app::AppResult::Success));
+    }
+}

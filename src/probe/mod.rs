@@ -2,6 +2,7 @@
 //! [`Target`] and answers a [`ProbeResult`]. A failed probe is data (a result label and
 //! `success 0`), never an error that stops the loop. [`scheduler`] runs them.
 
+pub mod app;
 pub mod metrics;
 pub mod read;
 pub mod replication;

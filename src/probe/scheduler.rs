@@ -253,3 +253,53 @@ async fn timed(cutoff: Duration, fut: impl Future<Output = ProbeResult>) -> (Pro
         .unwrap_or(ProbeResult::Timeout);
     (res, start.elapsed().as_secs_f64())
 }
+
+/// Starts one task per application check, on the prober's interval with its own random phase.
+pub fn spawn_app_checks(
+    checks: Vec<super::app::AppCheck>,
+    metrics: crate::probe::metrics::AppProbeMetrics,
+    interval: Duration,
+    shutdown: Shutdown,
+) -> Vec<JoinHandle<()>> {
+    checks
+        .into_iter()
+        .map(|check| {
+            let metrics = metrics.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let phase = rand::rng().random_range(0..interval.as_millis().max(1) as u64);
+                let mut next = Instant::now() + Duration::from_millis(phase);
+                let mut last = None;
+                loop {
+                    tokio::select! {
+                        _ = sleep_until(next) => {}
+                        _ = stop.wait() => return,
+                    }
+                    next += interval;
+                    let started = Instant::now();
+                    let (result, detail) = tokio::select! {
+                        r = tokio::time::timeout(check.cutoff(), check.probe()) => {
+                            r.unwrap_or((super::app::AppResult::Timeout, "no answer".into()))
+                        }
+                        _ = stop.wait() => return,
+                    };
+                    let name = &check.config.name;
+                    metrics.observe(&check.region, name, result, started.elapsed().as_secs_f64());
+                    if last != Some(result) {
+                        if result == super::app::AppResult::Success {
+                            tracing::info!(region = %check.region, check = %name, "application check succeeding");
+                        } else {
+                            tracing::warn!(region = %check.region, check = %name, result = result.as_str(),
+                                detail = %detail, "application check failing");
+                        }
+                        last = Some(result);
+                    }
+                    let now = Instant::now();
+                    while next <= now {
+                        next += interval;
+                    }
+                }
+            })
+        })
+        .collect()
+}

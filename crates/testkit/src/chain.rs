@@ -24,6 +24,13 @@ pub struct Chain {
     pub dir: Workdir,
     /// Between every prober and us-east-1, with `east_gated`: can refuse writes.
     pub gate: Option<WriteGate>,
+    /// With `ChainOpts::users`: one application stand-in per agent (the agent's region's
+    /// droplets), in agent order.
+    pub apps: Vec<crate::users::AppStandin>,
+    /// With `ChainOpts::users`: users writing every 100 ms where the DNS record points.
+    pub users: Option<crate::users::Users>,
+    /// With `ChainOpts::users`: Global Tables' replication between the moto regions.
+    pub replicator: Option<crate::users::Replicator>,
 }
 
 fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> Child {
@@ -58,6 +65,10 @@ pub struct ChainOpts {
     pub east_gated: bool,
     /// The responder stack's knobs (the chain fills in `prometheus_url`).
     pub knobs: Knobs,
+    /// Users and the application: an application stand-in per agent (`knobs.agents`, reloaded
+    /// by its agent), checked by the probers and by the responder's live check, users writing
+    /// through the DNS record, and replication between the regions with this lag.
+    pub users: Option<std::time::Duration>,
 }
 
 impl Chain {
@@ -110,12 +121,27 @@ impl Chain {
         procs.push(prometheus);
         let prom = format!("http://127.0.0.1:{prom_port}");
         let agents = opts.knobs.agents.clone();
-        let mut stack = Stack::start(Knobs {
+        let mut stack = Stack::prepare(Knobs {
             prometheus_url: Some(prom.clone()),
             dir: Some(dir.path().to_path_buf()),
             ..opts.knobs
         })
         .await;
+        // The application first (the responder's live check and the probers reach it), each
+        // instance reading the env file its agent will manage and reloaded by it.
+        let mut apps = Vec::new();
+        let mut app_checks: Vec<(&str, String)> = Vec::new();
+        if opts.users.is_some() {
+            for (name, region) in &agents {
+                let env = stack.agent_env_path(name);
+                std::fs::write(&env, "# WordPress\nDYNAMODB_REGION=us-east-1\n").unwrap();
+                let app = crate::users::AppStandin::start(&stack, region, &env).await;
+                stack.reload_app(name, &app.pid_file);
+                app_checks.push((region, format!("{}/healthz", app.url())));
+                apps.push(app);
+            }
+        }
+        stack.launch(&app_checks).await;
         for (name, _) in agents {
             stack.spawn_agent(name).await;
         }
@@ -138,10 +164,12 @@ impl Chain {
             let cfg = format!(
                 "[prober]\nid = \"{prober}\"\ninterval = \"1s\"\nattempt_timeout = \"300ms\"\ntimeout = \"800ms\"\n\n\
                  [exporter]\nlisten = \"127.0.0.1:0\"\n\n\
-                 [[region]]\nname = \"{EAST}\"\nendpoint = \"{east}\"\npriority = 1\n\n\
-                 [[region]]\nname = \"{WEST}\"\nendpoint = \"{west}\"\npriority = 2\n\n\
+                 [[region]]\nname = \"{EAST}\"\nendpoint = \"{east}\"\npriority = 1\n{east_checks}\n\
+                 [[region]]\nname = \"{WEST}\"\nendpoint = \"{west}\"\npriority = 2\n{west_checks}\n\
                  [[table]]\nname = \"{TABLE}\"\n",
-                west = stack.west.endpoint()
+                west = stack.west.endpoint(),
+                east_checks = app_check_sections(&app_checks, EAST),
+                west_checks = app_check_sections(&app_checks, WEST),
             );
             let path = stack.path(&format!("{prober}.toml"));
             std::fs::write(&path, cfg).unwrap();
@@ -214,6 +242,31 @@ impl Chain {
             reload.status().is_success(),
             "Prometheus refused the reload"
         );
+        // Users start once the DNS record has somewhere to send them.
+        let users = opts.users.map(|_| {
+            let ips = [(EAST, "192.0.2.10"), (WEST, "192.0.2.20")];
+            let instances = apps
+                .iter()
+                .filter_map(|a| {
+                    let ip = ips.iter().find(|(r, _)| *r == a.region)?.1;
+                    Some((ip.to_string(), (a.region.clone(), a.url())))
+                })
+                .collect();
+            crate::users::Users::start(stack.fake.clone(), instances)
+        });
+        let replicator = match (opts.users, &users) {
+            (Some(lag), Some(u)) => Some(
+                crate::users::Replicator::start(
+                    &stack.east,
+                    &stack.west,
+                    lag,
+                    &["p1", "p2", "p3"],
+                    u.log.clone(),
+                )
+                .await,
+            ),
+            _ => None,
+        };
         let chain = Chain {
             stack,
             procs,
@@ -222,6 +275,9 @@ impl Chain {
             exporters,
             dir,
             gate,
+            apps,
+            users,
+            replicator,
         };
         wait_until(
             START_LIMIT,

@@ -26,6 +26,7 @@ use dynamo_failover::shutdown::{self, ShutdownTrigger};
 
 pub mod chain;
 pub mod stack;
+pub mod users;
 
 /// The repository's root directory.
 pub fn root() -> PathBuf {

@@ -1,7 +1,7 @@
 //! The responder's test stack: two moto regions (for the live check), the fake DigitalOcean API,
 //! a notification receiver, and the real binary as a child process with its logs captured.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -193,7 +193,11 @@ pub struct Stack {
     pub proxies: Vec<Proxy>,
     /// Agent processes started with [`Stack::spawn_agent`], by name.
     pub agents: Vec<AgentProc>,
-    pub fake: FakeDo,
+    /// Each replica's config file name and text, before the application checks are filled in.
+    templates: Vec<(String, String)>,
+    /// Agent name -> the pid file of the application its reload command sends SIGHUP to.
+    app_pids: HashMap<String, PathBuf>,
+    pub fake: Arc<FakeDo>,
     pub inbox: Inbox,
     pub dir: Workdir,
     /// Replica 0's port.
@@ -209,12 +213,21 @@ pub struct Stack {
 pub const STATE_TABLE: &str = "dynamo-failover-state";
 
 impl Stack {
+    /// Prepares and launches a stack (no application checks).
     pub async fn start(knobs: Knobs) -> Stack {
+        let mut s = Stack::prepare(knobs).await;
+        s.launch(&[]).await;
+        s
+    }
+
+    /// Everything but the responder processes: moto regions, the fake DigitalOcean API, the
+    /// notification receiver, the files; [`Stack::launch`] writes the configs and starts them.
+    pub async fn prepare(knobs: Knobs) -> Stack {
         let (east, west) = tokio::join!(Moto::start(), Moto::start());
         for (m, r) in [(&east, EAST), (&west, WEST)] {
             create_table(&client(r, &m.endpoint()).await, TABLE, true).await;
         }
-        let fake = FakeDo::start(DO_TOKEN).await.unwrap();
+        let fake = Arc::new(FakeDo::start(DO_TOKEN).await.unwrap());
         fake.seed(&seed());
         let (mut notify, inbox) = receiver().await;
         if knobs.notifiers_down {
@@ -277,6 +290,7 @@ slug = "nyc1"
 droplet_ids = [101, 102]
 tag = "wp-east"
 ipv4 = "192.0.2.10"
+APP_CHECKS_us-east-1
 
 [[region]]
 name = "{WEST}"
@@ -287,6 +301,7 @@ slug = "sfo3"
 droplet_ids = [201, 202]
 tag = "wp-west"
 ipv4 = "192.0.2.20"
+APP_CHECKS_us-west-2
 
 [[table]]
 name = "{TABLE}"
@@ -363,6 +378,7 @@ AGENTS_SECTION"#,
                 proxies.push(Proxy::start(m.port).await);
             }
         }
+        let mut templates = Vec::new();
         for i in 0..ports.len() {
             let (file_line, section) = match &state_store {
                 None => (format!("state_file = \"{}/state.json\"", d.display()), String::new()),
@@ -419,9 +435,9 @@ AGENTS_SECTION"#,
             } else {
                 format!("config-{i}.toml")
             };
-            std::fs::write(d.join(name), text).unwrap();
+            templates.push((name, text));
         }
-        let mut s = Stack {
+        Stack {
             east,
             west,
             fake,
@@ -442,12 +458,28 @@ AGENTS_SECTION"#,
             state_store,
             proxies,
             agents: Vec::new(),
-        };
-        for i in 0..s.replicas.len() {
-            s.spawn_replica(i).await;
+            templates,
+            app_pids: HashMap::new(),
         }
-        s.port = s.replicas[0].port;
-        s
+    }
+
+    /// Writes every replica's config, with these application checks (region, health URL) for the
+    /// live check, and starts the replicas.
+    pub async fn launch(&mut self, app_checks: &[(&str, String)]) {
+        for (name, text) in self.templates.clone() {
+            let mut text = text;
+            for region in [EAST, WEST] {
+                text = text.replace(
+                    &format!("APP_CHECKS_{region}"),
+                    &app_check_sections(app_checks, region),
+                );
+            }
+            std::fs::write(self.path(&name), text).unwrap();
+        }
+        for i in 0..self.replicas.len() {
+            self.spawn_replica(i).await;
+        }
+        self.port = self.replicas[0].port;
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -620,7 +652,7 @@ AGENTS_SECTION"#,
         out
     }
 
-    /// The replica that says it leads, once exactly one does.
+    /// The replica that says it leads, once exactly one does (a single responder leads).
     pub async fn leader(&self) -> usize {
         let found = Arc::new(Mutex::new(None));
         wait_until(Duration::from_secs(20), "exactly one leader", || {
@@ -629,7 +661,7 @@ AGENTS_SECTION"#,
                 let roles = self.roles().await;
                 let leaders: Vec<usize> = roles
                     .iter()
-                    .filter(|(_, r)| r == "ready: leader")
+                    .filter(|(_, r)| r == "ready: leader" || r == "ready: single")
                     .map(|(i, _)| *i)
                     .collect();
                 *found.lock().unwrap() = leaders.first().copied();
@@ -833,6 +865,23 @@ pub fn alert_body(region: &str, firing: bool, starts_at: &str) -> String {
 
 /// [`alert_body`] for an alert instance with its own fingerprint.
 pub fn alert_body_with(region: &str, fingerprint: &str, firing: bool, starts_at: &str) -> String {
+    named_alert_body(
+        "DynamoDBRegionUnavailable",
+        region,
+        fingerprint,
+        firing,
+        starts_at,
+    )
+}
+
+/// An Alertmanager body with one instance of alert `name` for `region`.
+pub fn named_alert_body(
+    name: &str,
+    region: &str,
+    fingerprint: &str,
+    firing: bool,
+    starts_at: &str,
+) -> String {
     let status = if firing { "firing" } else { "resolved" };
     let ends = if firing {
         "0001-01-01T00:00:00Z".to_string()
@@ -844,19 +893,19 @@ pub fn alert_body_with(region: &str, fingerprint: &str, firing: bool, starts_at:
         "status": status,
         "alerts": [{
             "status": status,
-            "labels": { "alertname": "DynamoDBRegionUnavailable", "region": region, "action": "failover", "severity": "page" },
-            "annotations": { "summary": format!("DynamoDB in {region} is unavailable") },
+            "labels": { "alertname": name, "region": region, "action": "failover", "severity": "page" },
+            "annotations": { "summary": format!("{name} in {region}") },
             "startsAt": starts_at,
             "endsAt": ends,
             "generatorURL": "http://127.0.0.1:9090/graph?g0.expr=x",
             "fingerprint": fingerprint,
         }],
-        "groupLabels": { "alertname": "DynamoDBRegionUnavailable", "region": region },
-        "commonLabels": { "alertname": "DynamoDBRegionUnavailable", "region": region },
+        "groupLabels": { "alertname": name, "region": region },
+        "commonLabels": { "alertname": name, "region": region },
         "commonAnnotations": {},
         "externalURL": "http://127.0.0.1:9093",
         "version": "4",
-        "groupKey": format!("{{}}:{{alertname=\"DynamoDBRegionUnavailable\", region=\"{region}\"}}"),
+        "groupKey": format!("{{}}:{{alertname=\"{name}\", region=\"{region}\"}}"),
         "truncatedAlerts": 0
     })
     .to_string()
@@ -1126,9 +1175,13 @@ impl Stack {
             "[agent]\nname = \"{name}\"\nresponders = [{responders}]\ntoken_file = \"{d}/agent-{name}.token\"\n\
              listen = \"127.0.0.1:0\"\npoll_wait = \"2s\"\nrequest_timeout = \"1s\"\n\
              env_file = \"{env}\"\nmode = \"0640\"\ngroup = \"{group}\"\n\
-             reload_commands = [[\"sh\", \"-c\", \"echo \\\"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\\\" >> {d}/reloads-{name}\"]]\n\
+             reload_commands = [[\"sh\", \"-c\", \"echo \\\"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\\\" >> {d}/reloads-{name}\"]{hup}]\n\
              command_timeout = \"5s\"\n",
-            env = env.display()
+            env = env.display(),
+            hup = match self.app_pids.get(name) {
+                Some(p) => format!(", [\"sh\", \"-c\", \"kill -HUP $(cat {})\"]", p.display()),
+                None => String::new(),
+            },
         );
         let cfg_path = self.path(&format!("agent-{name}.toml"));
         std::fs::write(&cfg_path, config).unwrap();
@@ -1160,6 +1213,13 @@ impl Stack {
         self.agents[at].child = Some(child);
     }
 
+    /// From now on agent `name`'s reload commands also send SIGHUP to the application whose pid
+    /// is in `pid_file` (as a real deployment's `systemctl reload` would).
+    pub fn reload_app(&mut self, name: &str, pid_file: &Path) {
+        self.app_pids
+            .insert(name.to_string(), pid_file.to_path_buf());
+    }
+
     /// kill -9 of agent `name`.
     pub async fn kill_agent(&mut self, name: &str) {
         if let Some(a) = self.agents.iter_mut().find(|a| a.name == name) {
@@ -1182,6 +1242,20 @@ impl Stack {
         }
         all.join("\n")
     }
+}
+
+/// The `[[region.app_check]]` tables for `region` out of (region, health URL) pairs.
+pub fn app_check_sections(app_checks: &[(&str, String)], region: &str) -> String {
+    app_checks
+        .iter()
+        .filter(|(r, _)| *r == region)
+        .enumerate()
+        .map(|(i, (_, url))| {
+            format!(
+                "\n[[region.app_check]]\nname = \"app{i}\"\nurl = \"{url}\"\ntimeout = \"800ms\"\n"
+            )
+        })
+        .collect()
 }
 
 /// Whether this process runs as root (it may give a file any group).

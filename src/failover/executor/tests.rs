@@ -227,6 +227,7 @@ fn fire(region: &str) -> Event {
         firing: true,
         starts_at_ms: 1,
         detail: None,
+        app: false,
     }
 }
 

@@ -43,6 +43,7 @@ fn fire(region: &str) -> Event {
         firing: true,
         starts_at_ms: 100,
         detail: None,
+        app: false,
     }
 }
 
@@ -53,6 +54,7 @@ fn resolve(region: &str) -> Event {
         firing: false,
         starts_at_ms: 100,
         detail: None,
+        app: false,
     }
 }
 
@@ -365,6 +367,52 @@ fn a_failing_target_is_skipped_for_the_next_region_in_priority_order() {
         .contains("no other region is healthy"));
 }
 
+fn app_alert(region: &str, firing: bool) -> Event {
+    Event::Alert {
+        fingerprint: format!("app-{region}"),
+        region: region.into(),
+        firing,
+        starts_at_ms: 100,
+        detail: None,
+        app: true,
+    }
+}
+
+#[test]
+fn an_application_down_alert_never_moves_traffic_and_takes_its_region_out_of_the_targets() {
+    // On the active region: recorded, nothing moves.
+    let d = run(&steady_home(), app_alert("a", true), NOW);
+    assert!(d.state.plan.is_none() && d.state.blocked.is_none());
+    assert!(d.state.health["a"].app_down && !d.state.health["a"].down);
+    assert_eq!(d.state.active, "a");
+    // On b: a's DynamoDB failing moves traffic past b, to c.
+    let s = feed(steady_home(), &[app_alert("b", true), fire("a")], NOW);
+    assert_eq!(s.plan.as_ref().unwrap().to, "c");
+    // On b and c: blocked, saying why.
+    let s = feed(
+        steady_home(),
+        &[app_alert("b", true), app_alert("c", true), fire("a")],
+        NOW,
+    );
+    assert!(s.plan.is_none());
+    let why = s.blocked.clone().unwrap();
+    assert!(
+        why.contains("b: application-down alert firing")
+            && why.contains("c: application-down alert firing"),
+        "{why}"
+    );
+    // b's application comes back: the move goes there.
+    let s = feed(s, &[app_alert("b", false)], NOW + 1);
+    assert_eq!(s.plan.as_ref().unwrap().to, "b");
+    // A home whose application is down is not failed back to.
+    let s = feed(moved_to_b(NOW), &[resolve("a"), app_alert("a", true)], NOW);
+    let d = run(&s, Event::Tick, NOW + 10 * MIN);
+    assert!(d.state.plan.is_none(), "{:?}", d.state.plan);
+    let d = run(&d.state, app_alert("a", false), NOW + 10 * MIN);
+    let d = run(&d.state, Event::Tick, NOW + 13 * MIN);
+    assert_eq!(d.state.plan.as_ref().map(|p| p.to.as_str()), Some("a"));
+}
+
 #[test]
 fn completing_every_step_moves_traffic_and_records_the_transition() {
     let s = feed(
@@ -460,6 +508,7 @@ fn a_home_region_that_flaps_is_never_failed_back_to() {
                 firing: false,
                 starts_at_ms: 100 + cycle,
                 detail: None,
+                app: false,
             }],
             t,
         );
@@ -477,6 +526,7 @@ fn a_home_region_that_flaps_is_never_failed_back_to() {
                 firing: true,
                 starts_at_ms: 101 + cycle,
                 detail: None,
+                app: false,
             }],
             t,
         );
@@ -513,6 +563,7 @@ fn a_resolved_that_overtakes_its_firing_causes_no_transition() {
             firing: true,
             starts_at_ms: 200,
             detail: None,
+            app: false,
         },
         NOW + 20,
     );
@@ -549,6 +600,7 @@ fn the_known_alert_shortcut_agrees_with_decide() {
                         firing,
                         starts_at_ms,
                         detail: None,
+                        app: false,
                     });
                 }
             }
@@ -744,6 +796,7 @@ fn alert(fp: String, region: &str, firing: bool, starts_at_ms: u64) -> Event {
         firing,
         starts_at_ms,
         detail: None,
+        app: false,
     }
 }
 

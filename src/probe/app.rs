@@ -1,0 +1,183 @@
+//! The application probe: one HTTP request to a region's application as its users reach it (the
+//! regional load balancer's address or a droplet's, with the user-facing `Host` and TLS server
+//! name), judged by its status and, optionally, its body. A failed check is data: a bounded
+//! `result` label, never an error.
+
+use std::time::Duration;
+
+use crate::config::AppCheckConfig;
+
+/// What one application check saw, the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AppResult {
+    Success,
+    /// No complete answer within the check's timeout.
+    Timeout,
+    /// The connection could not be made or broke.
+    ConnectError,
+    /// The TLS handshake failed (certificate, name, protocol).
+    TlsError,
+    /// An answer with a status the check does not expect.
+    BadStatus,
+    /// The expected status, without the expected text in the body.
+    BodyMismatch,
+}
+
+impl AppResult {
+    pub const ALL: [AppResult; 6] = [
+        AppResult::Success,
+        AppResult::Timeout,
+        AppResult::ConnectError,
+        AppResult::TlsError,
+        AppResult::BadStatus,
+        AppResult::BodyMismatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppResult::Success => "success",
+            AppResult::Timeout => "timeout",
+            AppResult::ConnectError => "connect_error",
+            AppResult::TlsError => "tls_error",
+            AppResult::BadStatus => "bad_status",
+            AppResult::BodyMismatch => "body_mismatch",
+        }
+    }
+}
+
+/// One configured check, with its HTTP client built once.
+#[derive(Debug, Clone)]
+pub struct AppCheck {
+    pub region: String,
+    pub config: AppCheckConfig,
+    client: reqwest::Client,
+}
+
+impl AppCheck {
+    pub fn new(region: &str, config: &AppCheckConfig) -> anyhow::Result<AppCheck> {
+        let mut b = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!(
+                "dynamo-failover/",
+                env!("CARGO_PKG_VERSION"),
+                " (app check)"
+            ));
+        if let (Some(addr), Ok(url)) = (config.address, reqwest::Url::parse(config.url.as_str())) {
+            if let Some(host) = url.host_str() {
+                // Connect to the configured address; Host and TLS server name stay the URL's.
+                b = b.resolve(host, addr);
+            }
+        }
+        Ok(AppCheck {
+            region: region.to_string(),
+            config: config.clone(),
+            client: b.build()?,
+        })
+    }
+
+    /// Runs the check once; answers the result and, for people, what was seen.
+    pub async fn probe(&self) -> (AppResult, String) {
+        let c = &self.config;
+        let resp = match self.client.get(c.url.as_str()).send().await {
+            Ok(r) => r,
+            Err(e) => return (classify(&e), short(&e)),
+        };
+        let status = resp.status().as_u16();
+        if !c.expect_status.contains(&status) {
+            return (AppResult::BadStatus, format!("status {status}"));
+        }
+        let Some(want) = &c.body_contains else {
+            return (AppResult::Success, format!("status {status}"));
+        };
+        match resp.text().await {
+            Ok(body) if body.contains(want.as_str()) => {
+                (AppResult::Success, format!("status {status}"))
+            }
+            Ok(_) => (
+                AppResult::BodyMismatch,
+                format!("status {status}, the body lacks `{want}`"),
+            ),
+            Err(e) => (classify(&e), short(&e)),
+        }
+    }
+
+    /// The check's timeout plus a little: the scheduler's cut-off.
+    pub fn cutoff(&self) -> Duration {
+        self.config.timeout + Duration::from_millis(100)
+    }
+}
+
+fn classify(e: &reqwest::Error) -> AppResult {
+    if e.is_timeout() {
+        return AppResult::Timeout;
+    }
+    // rustls' error sits inside io::Errors, which do not list their inner error as a source:
+    // descend into them explicitly.
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<rustls::Error>() {
+            return AppResult::TlsError;
+        }
+        cur = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    AppResult::ConnectError
+}
+
+/// reqwest's error text without the URL (which is in the config).
+fn short(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(&format!(" for url ({u})"), "");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that answers plain HTTP to anything, TLS handshakes included.
+    async fn plain_http() -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut b = [0u8; 1024];
+                let _ = s.read(&mut b).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        port
+    }
+
+    fn check(url: &str) -> AppCheck {
+        let text = format!("name = \"c\"\nurl = \"{url}\"\ntimeout = \"2s\"\n");
+        AppCheck::new("r", &toml::from_str(&text).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_with_a_plain_http_server_is_a_tls_error_and_a_refusal_is_not() {
+        let port = plain_http().await;
+        let (r, _) = check(&format!("https://127.0.0.1:{port}/")).probe().await;
+        assert_eq!(r, AppResult::TlsError);
+        let (r, seen) = check(&format!("http://127.0.0.1:{port}/")).probe().await;
+        assert_eq!((r, seen.as_str()), (AppResult::BadStatus, "status 400"));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (r, _) = check(&format!("https://127.0.0.1:{closed}/")).probe().await;
+        assert_eq!(r, AppResult::ConnectError);
+    }
+}
