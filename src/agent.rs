@@ -24,8 +24,7 @@ use crate::adapters::envfile::{read_value, run_command, with_value, write_atomic
 use crate::config::agent::AgentConfig;
 use crate::shutdown::Shutdown;
 
-/// The env file line that records the epoch the agent applied.
-pub const EPOCH_KEY: &str = "DYNAMO_FAILOVER_EPOCH";
+pub use crate::config::agent::{EPOCH_KEY, LINEAGE_KEY};
 
 /// What the responder answers.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -34,6 +33,9 @@ pub struct Placement {
     pub epoch: u64,
     /// Whether the responder has this agent's acknowledgement of this placement.
     pub acked: bool,
+    /// Which state history the epoch belongs to (a state created afresh starts again at 0).
+    #[serde(default)]
+    pub lineage: String,
 }
 
 /// What the env file says was applied.
@@ -41,6 +43,7 @@ pub struct Placement {
 pub struct Applied {
     pub region: Option<String>,
     pub epoch: Option<u64>,
+    pub lineage: Option<String>,
 }
 
 /// What to do with an answer, given what is applied. Pure, so every case is unit-tested.
@@ -48,7 +51,8 @@ pub struct Applied {
 pub enum Next {
     /// A newer placement: write, reload, acknowledge.
     Apply,
-    /// Already applied, but the responder has no acknowledgement: send it again.
+    /// Applied before, but the responder has no acknowledgement (this agent restarted, or the
+    /// acknowledgement was lost): the reload may not have run, so apply again and acknowledge.
     Acknowledge,
     /// Nothing to do (the same, acknowledged).
     Nothing,
@@ -57,6 +61,10 @@ pub enum Next {
 }
 
 pub fn next(applied: &Applied, p: &Placement) -> Next {
+    if applied.lineage.as_deref().unwrap_or("") != p.lineage {
+        // The responders' state began afresh: its epochs are not comparable with ours.
+        return Next::Apply;
+    }
     match applied.epoch {
         Some(e) if p.epoch < e => Next::Stale,
         Some(e) if p.epoch == e && applied.region.as_deref() == Some(p.region.as_str()) => {
@@ -118,6 +126,7 @@ pub fn read_applied(cfg: &AgentConfig) -> anyhow::Result<Applied> {
         Ok(text) => Ok(Applied {
             region: read_value(&text, &cfg.env_key),
             epoch: read_value(&text, EPOCH_KEY).and_then(|e| e.parse().ok()),
+            lineage: read_value(&text, LINEAGE_KEY),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Applied::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", cfg.env_file.display())),
@@ -156,6 +165,9 @@ impl Agent {
             if let Some(e) = applied.epoch {
                 req = req.query(&[("applied", e)]);
             }
+            if let Some(l) = &applied.lineage {
+                req = req.query(&[("lineage", l)]);
+            }
             match req.send().await {
                 Ok(r) if r.status().is_success() => match r.json::<Placement>().await {
                     Ok(p) => {
@@ -189,7 +201,7 @@ impl Agent {
     /// Tells the responders what was applied; answers whether one recorded it.
     async fn acknowledge(&mut self, p: &Placement, ok: bool, detail: &str) -> bool {
         let body = serde_json::json!({
-            "epoch": p.epoch, "region": p.region, "ok": ok, "detail": detail,
+            "epoch": p.epoch, "region": p.region, "ok": ok, "detail": detail, "lineage": p.lineage,
         });
         let n = self.cfg.responders.len();
         for k in 0..n {
@@ -222,6 +234,18 @@ impl Agent {
 
     /// Writes the env file and runs the reload commands for `p`.
     async fn apply(&self, p: &Placement) -> anyhow::Result<String> {
+        // What goes into a file that shells source: a region name and a number, nothing else.
+        let plain = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !plain(&p.region) || !(p.lineage.is_empty() || plain(&p.lineage)) {
+            anyhow::bail!(
+                "the responder answered a region or lineage that is not a plain name; not written"
+            );
+        }
         let current = match tokio::fs::read_to_string(&self.cfg.env_file).await {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -230,14 +254,27 @@ impl Agent {
             }
         };
         let body = with_value(
-            &with_value(&current, &self.cfg.env_key, &p.region),
-            EPOCH_KEY,
-            &p.epoch.to_string(),
+            &with_value(
+                &with_value(&current, &self.cfg.env_key, &p.region),
+                EPOCH_KEY,
+                &p.epoch.to_string(),
+            ),
+            LINEAGE_KEY,
+            &p.lineage,
         );
         let path = self.cfg.env_file.clone();
+        // Without a configured group the file keeps the one it has (the application's group,
+        // which an operator gave it), never the agent's own.
+        let gid = match &self.cfg.group {
+            Some((_, gid)) => Some(*gid),
+            None => std::fs::metadata(&path).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.gid()
+            }),
+        };
         let ownership = Ownership::Set {
             mode: self.cfg.mode,
-            gid: self.cfg.group.as_ref().map(|(_, gid)| *gid),
+            gid,
         };
         tokio::task::spawn_blocking(move || write_atomically(&path, &body, ownership))
             .await?
@@ -351,19 +388,18 @@ pub async fn run(
                     tracing::info!(
                         epoch = p.epoch,
                         applied = applied.epoch.unwrap_or(0),
-                        "a responder answered an older placement (it is behind); ignored"
+                        "a responder answered an older placement (it is behind); ignored, asking the next one"
                     );
+                    agent.current = (agent.current + 1) % agent.cfg.responders.len();
                     None
                 }
-                Next::Acknowledge => {
-                    if agent.acknowledge(&p, true, "already applied").await {
-                        None
+                next @ (Next::Apply | Next::Acknowledge) => {
+                    if next == Next::Acknowledge {
+                        tracing::info!(region = %p.region, epoch = p.epoch,
+                            "applied before without a recorded acknowledgement: writing and reloading again");
                     } else {
-                        Some(pause)
+                        tracing::info!(region = %p.region, epoch = p.epoch, "applying a new placement");
                     }
-                }
-                Next::Apply => {
-                    tracing::info!(region = %p.region, epoch = p.epoch, "applying a new placement");
                     match agent.apply(&p).await {
                         Ok(detail) => {
                             agent.metrics.applies.with_label_values(&["ok"]).inc();
@@ -371,6 +407,7 @@ pub async fn run(
                             applied = Applied {
                                 region: Some(p.region.clone()),
                                 epoch: Some(p.epoch),
+                                lineage: Some(p.lineage.clone()),
                             };
                             tracing::info!(region = %p.region, epoch = p.epoch, detail = %detail, "placement applied");
                             (!agent.acknowledge(&p, true, &detail).await).then_some(pause)
@@ -439,6 +476,7 @@ mod tests {
             region: region.into(),
             epoch,
             acked,
+            lineage: "1000".into(),
         }
     }
 
@@ -449,6 +487,7 @@ mod tests {
         let at3 = Applied {
             region: Some("b".into()),
             epoch: Some(3),
+            lineage: Some("1000".into()),
         };
         assert_eq!(next(&at3, &p("a", 4, false)), Next::Apply);
         assert_eq!(next(&at3, &p("a", 2, false)), Next::Stale);
@@ -456,5 +495,29 @@ mod tests {
         assert_eq!(next(&at3, &p("b", 3, false)), Next::Acknowledge);
         // The same epoch naming another region (a file edited by hand): the responder wins.
         assert_eq!(next(&at3, &p("a", 3, true)), Next::Apply);
+    }
+
+    #[test]
+    fn a_state_begun_afresh_is_applied_whatever_its_epoch() {
+        let at7 = Applied {
+            region: Some("b".into()),
+            epoch: Some(7),
+            lineage: Some("1000".into()),
+        };
+        let fresh = Placement {
+            lineage: "2000".into(),
+            ..p("a", 1, false)
+        };
+        assert_eq!(next(&at7, &fresh), Next::Apply);
+        // A file from before lineages existed, and a state from before them: comparable.
+        let old = Applied {
+            lineage: None,
+            ..at7.clone()
+        };
+        let unnamed = Placement {
+            lineage: String::new(),
+            ..p("a", 1, false)
+        };
+        assert_eq!(next(&old, &unnamed), Next::Stale);
     }
 }

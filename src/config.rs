@@ -212,8 +212,9 @@ pub struct RegionConfig {
 pub struct AppCheckConfig {
     /// Names the check in metrics (`check` label).
     pub name: String,
-    /// The URL users use: its host is the `Host` header and the TLS server name.
-    pub url: HttpUrl,
+    /// The URL users use, exactly (a trailing slash matters): its host is the `Host` header and
+    /// the TLS server name.
+    pub url: String,
     /// Where to connect instead of resolving the URL's host (a load balancer's or droplet's
     /// address, `ip:port`), like `curl --resolve`.
     #[serde(default)]
@@ -346,6 +347,35 @@ impl RawConfig {
                         key("timeout"),
                         "must not be longer than prober.interval",
                     ));
+                }
+                let url = reqwest::Url::parse(&c.url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                    .ok_or_else(|| {
+                        invalid(
+                            key("url"),
+                            format!("`{}` is not an http:// or https:// URL with a host", c.url),
+                        )
+                    })?;
+                if let Some(addr) = c.address {
+                    let ip_literal = url.host_str().is_some_and(|h| {
+                        h.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<std::net::IpAddr>()
+                            .is_ok()
+                    });
+                    if ip_literal {
+                        return Err(invalid(
+                            key("address"),
+                            "needs a URL with a host name (it replaces that name's address); with an IP address in the URL, leave it out",
+                        ));
+                    }
+                    if url.port().is_some_and(|p| p != addr.port()) {
+                        return Err(invalid(
+                            key("address"),
+                            format!("its port {} differs from the URL's {}, which would win; leave the port out of the URL", addr.port(), url.port().unwrap_or(0)),
+                        ));
+                    }
                 }
             }
             regions.push(RegionConfig {
@@ -650,6 +680,8 @@ mod tests {
             Some("127.0.0.1:8443".parse().unwrap())
         );
         assert_eq!(east.app_checks[1].body_contains.as_deref(), Some("ok"));
+        // The URL is kept exactly: a trailing slash is part of it.
+        assert_eq!(east.app_checks[0].url, "https://www.example.com/");
         assert!(c.regions[1].app_checks.is_empty());
     }
 
@@ -680,6 +712,16 @@ mod tests {
             ),
             (format!("{base}\naddress = \"load-balancer\""), "address"),
             (format!("{base}\nhost = \"x\""), "host"),
+            // An address with an IP in the URL would be ignored; a port in the URL would win.
+            (
+                format!("{base}\naddress = \"127.0.0.1:9090\""),
+                "region[1].app_check[0].address",
+            ),
+            (
+                base.replace("127.0.0.1:8080", "www.example.com:8080")
+                    + "\naddress = \"127.0.0.1:9090\"",
+                "region[1].app_check[0].address",
+            ),
         ] {
             let e = err_of(&with_checks(&change));
             assert!(e.contains(key), "{change}: {e}");

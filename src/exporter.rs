@@ -44,6 +44,7 @@ pub async fn run(
         &regions,
         &config.tables,
         &operations,
+        config.prober.interval,
     )
     .context("registering probe metrics")?;
 

@@ -267,7 +267,7 @@ async fn an_agent_token_speaks_for_its_own_agent_only_and_nothing_it_sends_moves
         s.http
             .post(format!("{}/v1/agents/{name}/ack", s.base()))
             .bearer_auth(tok)
-            .json(&json!({"epoch": 9, "region": WEST, "ok": true, "detail": "made up"}))
+            .json(&json!({"epoch": 9, "region": WEST, "ok": true, "detail": "made up", "lineage": p["lineage"]}))
             .send()
     };
     assert_eq!(ack("wp-2", token("wp-1")).await.unwrap().status(), 401);
@@ -346,4 +346,77 @@ async fn a_stale_lower_epoch_answer_never_rolls_an_agent_back() {
         "{text}"
     );
     child.kill().await.ok();
+}
+
+#[tokio::test]
+async fn after_the_state_is_lost_the_agents_follow_the_new_one_whatever_its_epochs() {
+    let mut s = Stack::start(with_agents(vec![("wp-1", WEST)])).await;
+    s.spawn_agent("wp-1").await;
+    acknowledged(&s, "wp-1", 0).await;
+    // Away and back: the agent's file says us-east-1 at epoch 2.
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    applied(&s, "wp-1", WEST, 1).await;
+    s.wait_steady_in(WEST, Duration::from_secs(20)).await;
+    assert_eq!(s.alert(&alert_body(EAST, false, T0)).await.0, 200);
+    applied(&s, "wp-1", EAST, 2).await;
+    s.wait_steady_in(EAST, Duration::from_secs(20)).await;
+    let before = s.state().await["placement"]["lineage"].clone();
+    // The state is lost with traffic at home: a new one starts again at epoch 0.
+    s.kill().await;
+    std::fs::remove_file(s.path("state.json")).unwrap();
+    s.spawn().await;
+    let st = s.state().await;
+    assert_eq!(st["epoch"], 0);
+    assert_ne!(st["placement"]["lineage"], before, "{st}");
+    // The new responder listens on a new port: the agent is pointed at it (its file is kept).
+    s.kill_agent("wp-1").await;
+    s.spawn_agent("wp-1").await;
+    acknowledged(&s, "wp-1", 0).await;
+    // us-east-1 fails again: epoch 1, below the 2 the agent applied, and it still follows.
+    assert_eq!(s.alert(&alert_body(EAST, true, T0)).await.0, 200);
+    applied(&s, "wp-1", WEST, 1).await;
+    s.wait_steady_in(WEST, Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+async fn a_newer_placement_request_of_an_agent_releases_the_one_it_held() {
+    let mut s = Stack::start(with_agents(vec![("wp-1", WEST)])).await;
+    s.spawn_agent("wp-1").await;
+    acknowledged(&s, "wp-1", 0).await;
+    // The agent stops; its token is used by hand (as a second process holding it would).
+    s.kill_agent("wp-1").await;
+    let token = std::fs::read_to_string(s.path("agent-wp-1.token")).unwrap();
+    let lineage = s.state().await["placement"]["lineage"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!(
+        "{}/v1/agents/wp-1/placement?applied=0&wait_ms=30000&lineage={lineage}",
+        s.base()
+    );
+    let poll = |url: String, token: String| async move {
+        let started = std::time::Instant::now();
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        started.elapsed()
+    };
+    let first = tokio::spawn(poll(url.clone(), token.clone()));
+    // Nothing is new for it: it is held (an observation window of half a second).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!first.is_finished(), "the first request was not held");
+    let second = tokio::spawn(poll(url, token));
+    let held = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("the first request is answered once the second arrives")
+        .unwrap();
+    assert!(held < Duration::from_secs(10), "{held:?}");
+    // The second is the one held now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished());
+    second.abort();
 }

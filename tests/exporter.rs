@@ -108,6 +108,15 @@ async fn probes_of_healthy_regions_publish_success_with_the_right_labels() {
         Some(1.0),
         "tables are required unless the config says otherwise"
     );
+    assert_eq!(
+        sample(
+            &text,
+            "dynamodb_probe_interval_seconds",
+            &[("prober", "vantage-a")]
+        ),
+        Some(0.3),
+        "the lag's resolution is the configured interval (300ms in the test kit)"
+    );
     let h = e.get("/healthz").await;
     assert_eq!(h.status(), 200);
 }

@@ -129,18 +129,41 @@ impl LiveCheck for ProbeLiveCheck {
             }
         }
         // Its application must serve too: no move into a region whose application is down.
+        // All at once, so the slowest bounds the wait, not their sum.
         let checks = self.app.get(to).map(Vec::as_slice).unwrap_or_default();
-        for check in checks {
-            let (res, seen) = tokio::time::timeout(check.cutoff(), check.probe())
-                .await
-                .unwrap_or((crate::probe::app::AppResult::Timeout, "no answer".into()));
-            if res != crate::probe::app::AppResult::Success {
-                return Err(format!(
-                    "application check {} of {to}: {} ({seen})",
-                    check.config.name,
+        let mut set = tokio::task::JoinSet::new();
+        for check in checks.iter().cloned() {
+            set.spawn(async move {
+                let (res, seen) = tokio::time::timeout(check.cutoff(), check.probe())
+                    .await
+                    .unwrap_or((crate::probe::app::AppResult::Timeout, "no answer".into()));
+                (check.config.name, res, seen)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = set.join_next().await {
+            // A check that could not finish counts as failed, never as passed.
+            results.push(r.unwrap_or_else(|e| {
+                (
+                    "?".to_string(),
+                    crate::probe::app::AppResult::Timeout,
+                    format!("the check stopped: {e}"),
+                )
+            }));
+        }
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|(_, res, _)| *res != crate::probe::app::AppResult::Success)
+            .map(|(name, res, seen)| {
+                format!(
+                    "application check {name} of {to}: {} ({seen})",
                     res.as_str()
-                ));
-            }
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            return Err(failed.join("; "));
         }
         let mut detail = format!(
             "{to} answered reads and writes on {} table(s){} in {} ms",

@@ -27,11 +27,18 @@ impl LagSource for PrometheusLag {
     async fn last_lag_out_of(&self, region: &str) -> Option<f64> {
         // The lag as it stood while `region` still acknowledged writes: once it stops, the lag
         // of what it never shipped keeps growing, but nothing more is at risk. Each prober's lag
-        // is a sawtooth (the age of its oldest unseen canary, read once per interval), so its
-        // peak over the minute before, taken at its last successful write to the region, bounds
-        // the writes lost within one probe interval.
+        // is a sawtooth (the age of its oldest unseen canary, read once per round): a target
+        // that lacks that canary may lack the writes since the one before it too, so the lag
+        // understates by up to one probe interval, which is added (exporters too old to export
+        // it count without). The peak over the 20 s before the prober's last successful write to
+        // the region bounds the writes lost from above. Within 20 s (plus the lag) of coming back
+        // from an earlier outage the window still holds what that outage lost: the figure then
+        // overstates the risk, never understates it.
+        let peak = format!(
+            "max_over_time(dynamodb_replication_lag_seconds{{source_region=\"{region}\"}}[20s])"
+        );
         let query = format!(
-            "max(last_over_time((max_over_time(dynamodb_replication_lag_seconds{{source_region=\"{region}\"}}[1m]) \
+            "max(last_over_time(((({peak} + on(prober) group_left() max by(prober) (dynamodb_probe_interval_seconds)) or {peak}) \
              and on(prober, table) (dynamodb_probe_success{{region=\"{region}\", operation=\"write\"}} == 1))[1h:1s]))"
         );
         let v: serde_json::Value = self

@@ -22,6 +22,11 @@ use super::types::{Dur, EnvName, HttpUrl};
 use super::{invalid, ConfigError, SecretSource};
 use crate::secret::Secret;
 
+/// The env file line where the agent records the epoch it applied.
+pub const EPOCH_KEY: &str = "DYNAMO_FAILOVER_EPOCH";
+/// The env file line where it records the lineage of the state whose epoch that is.
+pub const LINEAGE_KEY: &str = "DYNAMO_FAILOVER_LINEAGE";
+
 pub const AGENT_TOKEN_ENV: &str = "DYNAMO_FAILOVER_AGENT_TOKEN";
 
 #[derive(Debug, Deserialize)]
@@ -152,8 +157,17 @@ impl AgentConfig {
             )),
         };
         check_commands("agent", &a.reload_commands, &a.pass_env)?;
-        if a.poll_wait.0 > Duration::from_secs(300) {
-            return Err(invalid("agent.poll_wait", "must be at most 5m"));
+        if a.poll_wait.0 > Duration::from_secs(300) || a.poll_wait.0 < Duration::from_secs(1) {
+            return Err(invalid("agent.poll_wait", "must be between 1s and 5m"));
+        }
+        if let Some(k) = &a.env_key {
+            let k = k.as_str();
+            if k == EPOCH_KEY || k == LINEAGE_KEY {
+                return Err(invalid(
+                    "agent.env_key",
+                    format!("`{k}` is the line the agent keeps for itself; name the application's variable"),
+                ));
+            }
         }
         Ok(AgentConfig {
             name: a.name,

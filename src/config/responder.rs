@@ -552,6 +552,17 @@ impl RawResponder {
                 "needs at least one alert name, none empty",
             ));
         }
+        if let Some(both) = self
+            .alerts
+            .app_down
+            .iter()
+            .find(|n| self.alerts.region_down.contains(n))
+        {
+            return Err(invalid(
+                "responder.alerts.app_down",
+                format!("`{both}` is also in responder.alerts.region_down; an alert either moves traffic or keeps it out of a region, not both"),
+            ));
+        }
         if self.alerts.firing_expiry < Duration::from_secs(60) {
             return Err(invalid(
                 "responder.alerts.firing_expiry",
@@ -580,6 +591,20 @@ impl RawResponder {
             None => None,
             Some(a) => Some(validate_agents(a, regions, &secret)?),
         };
+        if let Some(a) = &agents {
+            // Each agent holds one long poll open; Alertmanager and operators need the rest.
+            if a.agents.len() * 2 > self.max_connections {
+                return Err(invalid(
+                    "responder.max_connections",
+                    format!(
+                        "{} is too few for {} agents: each holds one connection while it waits for a placement, and the webhook needs room; raise it to {} or more",
+                        self.max_connections,
+                        a.agents.len(),
+                        a.agents.len() * 2
+                    ),
+                ));
+            }
+        }
 
         let digitalocean = match self.digitalocean {
             None => None,

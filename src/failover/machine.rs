@@ -507,7 +507,7 @@ fn apply(
                 plan.status = PlanStatus::Running;
                 fx.push(Effect::RunSteps { epoch: *epoch });
             } else {
-                let plan = s.plan.take().expect("checked above");
+                let plan = drop_plan(s).expect("checked above");
                 if let Some(h) = s.health.get_mut(&plan.to) {
                     h.live_failed_ms = Some(now);
                 }
@@ -549,6 +549,18 @@ fn apply(
         } => {
             if !policy.agents.expected.contains_key(agent) {
                 return Ok(()); // only configured agents are recorded (the state stays bounded)
+            }
+            if let Some(had) = s.agents.get(agent) {
+                // An older epoch delivered late never replaces a newer one; a repeat of the same
+                // outcome changes nothing (the state is not written again for it).
+                if *epoch < had.epoch
+                    || (*epoch == had.epoch
+                        && had.region == *region
+                        && had.ok == *ok
+                        && had.detail == clip_detail(detail))
+                {
+                    return Ok(());
+                }
             }
             s.agents.insert(
                 agent.clone(),
@@ -638,7 +650,7 @@ fn operator_move(
         Kind::Failover => format!("operator requested failover to {to}"),
         Kind::Failback => format!("operator requested failback to {to}"),
     };
-    s.plan = None;
+    drop_plan(s);
     start(
         s,
         kind,
@@ -673,6 +685,7 @@ fn refresh_health(s: &mut State, now: u64) {
 
 /// After any event: start, defer or retry a move if the health picture asks for one.
 fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &[StepSpec], fx: &mut Vec<Effect>) {
+    announce(s);
     if let Some((index, detail)) = agents_step_ready(s, policy) {
         step_done(s, index, &detail, now, fx);
     }
@@ -683,9 +696,9 @@ fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &[StepSpec], fx: &
                 .retry_backoff_ms
                 .saturating_mul(1 << plan.attempts.saturating_sub(1).min(4));
             if waited >= backoff {
-                let mut p = s.plan.take().expect("present");
                 // The target may have gone down meanwhile: then drop the plan and choose again.
-                if s.is_down(&p.to) {
+                if s.plan.as_ref().is_some_and(|p| s.is_down(&p.to)) {
+                    let p = drop_plan(s).expect("present");
                     fx.push(triggered(
                         notice(
                             NoticeKind::TargetRejected,
@@ -697,6 +710,7 @@ fn reconcile(s: &mut State, now: u64, policy: &Policy, steps: &[StepSpec], fx: &
                         p.trigger,
                     ));
                 } else {
+                    let mut p = s.plan.take().expect("present");
                     restart(&mut p, steps, fx);
                     s.plan = Some(p);
                     return;
@@ -866,6 +880,7 @@ fn start(
         reason: reason.clone(),
         created_ms: now,
         status: PlanStatus::Checking,
+        announced: false,
         attempts: 1,
         steps: steps
             .iter()
@@ -1033,14 +1048,35 @@ pub fn agents_of(
 /// target once its agents step is due (every step before it done), else the application's
 /// region as of the last plan that moved it.
 pub fn placement(s: &State) -> (String, u64) {
-    if let Some(p) = &s.plan {
-        if let Some(i) = p.steps.iter().position(|st| st.kind == StepKind::Agents) {
-            if p.steps[..i].iter().all(|st| st.done) {
-                return (p.to.clone(), p.epoch);
+    match &s.plan {
+        Some(p) if p.announced => (p.to.clone(), p.epoch),
+        _ => (s.app_region.clone(), s.app_epoch),
+    }
+}
+
+/// Marks the plan announced once its live check has passed and every step before its agents
+/// step is done.
+fn announce(s: &mut State) {
+    if let Some(p) = s.plan.as_mut() {
+        if !p.announced && p.status == PlanStatus::Running {
+            if let Some(i) = p.steps.iter().position(|st| st.kind == StepKind::Agents) {
+                p.announced = p.steps[..i].iter().all(|st| st.done);
             }
         }
     }
-    (s.app_region.clone(), s.app_epoch)
+}
+
+/// Takes the plan away unfinished. If its target was announced to the agents, the active region
+/// is announced again under a new epoch (agents only ever apply newer epochs), so that no
+/// application server is left on a target traffic never moved to.
+fn drop_plan(s: &mut State) -> Option<Plan> {
+    let plan = s.plan.take()?;
+    if plan.announced {
+        s.epoch += 1;
+        s.app_region = s.active.clone();
+        s.app_epoch = s.epoch;
+    }
+    Some(plan)
 }
 
 /// Done steps (with what they did) and pending step names.

@@ -124,7 +124,7 @@ pub fn render(n: &Notice, s: &State, p: &Policy, links: &Links, lag: Option<f64>
     if matches!(n.kind, NoticeKind::Started | NoticeKind::Completed) && !is_failback {
         text += &match lag {
             Some(l) => format!(
-                "Data at risk: writes to {from} in the last {l:.1} s before it failed may not have reached other regions (the highest replication lag out of {from} in the minute before its last acknowledged write).\n"
+                "Data at risk: writes to {from} in the last {l:.1} s before it failed may not have reached other regions (the highest replication lag out of {from}, plus one canary interval, in the 20 s before its last acknowledged write).\n"
             ),
             None => format!("Data at risk: unknown (no replication lag out of {from} was available).\n"),
         };

@@ -135,6 +135,11 @@ pub struct State {
     /// Each configured agent's last acknowledgement (what it applied, and whether it worked).
     #[serde(default)]
     pub agents: BTreeMap<String, AgentAck>,
+    /// Which history this state is (when it began, Unix ms): a state created afresh after the
+    /// old one was lost starts its epochs again, and agents that applied epochs of the old one
+    /// tell the two apart by this. Empty for a state from before it existed.
+    #[serde(default)]
+    pub lineage: String,
 }
 
 /// What an agent (the `agent` role on an application server) last said it applied.
@@ -234,6 +239,11 @@ pub struct Plan {
     pub steps: Vec<StepState>,
     pub failed_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// Its target was announced to the agents (the live check passed and every step before the
+    /// agents step is done): from then on the agents are told this target, through retries, and
+    /// dropping the plan announces the active region again under a new epoch.
+    #[serde(default)]
+    pub announced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +297,7 @@ impl State {
             history: VecDeque::new(),
             app_epoch: 0,
             agents: BTreeMap::new(),
+            lineage: now.to_string(),
         }
     }
 

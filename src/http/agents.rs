@@ -6,7 +6,7 @@
 //! acknowledge for itself and nothing else; nothing it sends changes the placement.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -31,6 +31,9 @@ pub struct AgentDoor {
     secret: Secret,
     names: BTreeSet<String>,
     last_seen: Mutex<BTreeMap<String, SystemTime>>,
+    /// Each agent's newest placement request: a newer one answers the one held before it at
+    /// once, so one agent (or one stolen token) holds one connection, not many.
+    polls: Mutex<BTreeMap<String, (u64, Arc<tokio::sync::Notify>)>>,
 }
 
 impl AgentDoor {
@@ -39,7 +42,26 @@ impl AgentDoor {
             secret,
             names: names.into_iter().collect(),
             last_seen: Mutex::default(),
+            polls: Mutex::default(),
         }
+    }
+
+    /// Registers a new placement request of `name`, releasing the one held before it; answers
+    /// its number and what tells it a newer one came.
+    fn new_poll(&self, name: &str) -> (u64, Arc<tokio::sync::Notify>) {
+        let mut polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = polls
+            .entry(name.to_string())
+            .or_insert_with(|| (0, Arc::new(tokio::sync::Notify::new())));
+        entry.0 += 1;
+        entry.1.notify_waiters();
+        (entry.0, entry.1.clone())
+    }
+
+    /// Whether request `n` of `name` is still the newest.
+    fn newest_poll(&self, name: &str, n: u64) -> bool {
+        let polls = self.polls.lock().unwrap_or_else(|p| p.into_inner());
+        polls.get(name).is_some_and(|(newest, _)| *newest == n)
     }
 
     /// When each agent last reached this replica.
@@ -109,6 +131,9 @@ pub struct PlacementQuery {
     /// How long to hold the request for a change, in milliseconds.
     #[serde(default)]
     wait_ms: u64,
+    /// The lineage of the state whose placement the agent applied last.
+    #[serde(default)]
+    lineage: Option<String>,
 }
 
 /// The placement for `name`: `{"region", "epoch", "acked"}`.
@@ -120,6 +145,10 @@ pub async fn get_placement(
     let mut seen = s.engine.subscribe();
     let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
+    let (n, newer) = match &s.agents {
+        Some(door) => door.new_poll(&name),
+        None => (0, Arc::new(tokio::sync::Notify::new())),
+    };
     loop {
         let st = seen.borrow_and_update().clone();
         let (region, epoch) = placement(&st);
@@ -130,20 +159,31 @@ pub async fn get_placement(
         // News: a newer placement, or one applied whose acknowledgement was not recorded. A
         // replica behind the agent (an older epoch) is waited on, not answered at once, so an
         // agent never spins on a stale replica.
+        // A state that began afresh (another lineage) is news whatever its epochs.
+        let other_lineage = q.lineage.as_deref().unwrap_or("") != st.lineage;
         let news = match q.applied {
             None => true,
-            Some(applied) => epoch > applied || (epoch == applied && !acked),
+            Some(applied) => other_lineage || epoch > applied || (epoch == applied && !acked),
         };
-        if news || tokio::time::Instant::now() >= deadline {
-            return Json(json!({ "region": region, "epoch": epoch, "acked": acked }))
-                .into_response();
+        let answer = || {
+            Json(json!({ "region": region, "epoch": epoch, "acked": acked, "lineage": st.lineage }))
+                .into_response()
+        };
+        // Listening before looking, so a newer request in between is not missed.
+        let released = newer.notified();
+        let superseded = s
+            .agents
+            .as_ref()
+            .is_some_and(|door| !door.newest_poll(&name, n));
+        if news || superseded || tokio::time::Instant::now() >= deadline {
+            return answer();
         }
-        match tokio::time::timeout_at(deadline, seen.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => {
-                return Json(json!({ "region": region, "epoch": epoch, "acked": acked }))
-                    .into_response()
-            }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, seen.changed()) => match changed {
+                Ok(Ok(())) => continue,
+                _ => return answer(),
+            },
+            _ = released => return answer(),
         }
     }
 }
@@ -156,6 +196,9 @@ struct AckBody {
     ok: bool,
     #[serde(default)]
     detail: String,
+    /// The lineage of the state whose placement this acknowledges.
+    #[serde(default)]
+    lineage: String,
 }
 
 /// What agent `name` applied.
@@ -180,6 +223,15 @@ pub async fn post_ack(
             .into_response()
         }
     };
+    let lineage = s.engine.subscribe().borrow().lineage.clone();
+    if ack.lineage != lineage {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "other_lineage",
+            "this acknowledges a placement of a state that no longer exists; poll again",
+        )
+        .into_response();
+    }
     if !s.regions.contains(&ack.region) {
         return ApiError::new(
             StatusCode::BAD_REQUEST,

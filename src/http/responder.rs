@@ -415,7 +415,7 @@ async fn get_state(State(s): State<ResponderState>) -> Result<Response, ApiError
         "plan": st.plan,
         "last_transition_ms": st.last_transition_ms,
         "transitions": st.history,
-        "placement": { "region": placement.0, "epoch": placement.1 },
+        "placement": { "region": placement.0, "epoch": placement.1, "lineage": st.lineage },
         "agents": agents,
     }))
     .into_response())

@@ -45,6 +45,13 @@ impl AppResult {
     }
 }
 
+/// How much of a body is read looking for `body_contains`.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
 /// One configured check, with its HTTP client built once.
 #[derive(Debug, Clone)]
 pub struct AppCheck {
@@ -59,6 +66,9 @@ impl AppCheck {
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A new connection every time: connecting and the TLS handshake are what a new user
+            // goes through, and a kept-alive connection would stop testing them.
+            .pool_max_idle_per_host(0)
             .user_agent(concat!(
                 "dynamo-failover/",
                 env!("CARGO_PKG_VERSION"),
@@ -91,15 +101,39 @@ impl AppCheck {
         let Some(want) = &c.body_contains else {
             return (AppResult::Success, format!("status {status}"));
         };
-        match resp.text().await {
-            Ok(body) if body.contains(want.as_str()) => {
-                (AppResult::Success, format!("status {status}"))
+        // Read at most BODY_LIMIT bytes, looking for the text as they come.
+        let mut resp = resp;
+        let mut seen: Vec<u8> = Vec::new();
+        let mut read = 0usize;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let take = chunk.len().min(BODY_LIMIT - read);
+                    read += take;
+                    seen.extend_from_slice(&chunk[..take]);
+                    if contains(&seen, want.as_bytes()) {
+                        return (AppResult::Success, format!("status {status}"));
+                    }
+                    // Keep only a tail as long as the text, for a match across chunks.
+                    let keep = want.len().saturating_sub(1);
+                    if seen.len() > keep {
+                        seen.drain(..seen.len() - keep);
+                    }
+                    if read >= BODY_LIMIT {
+                        return (
+                            AppResult::BodyMismatch,
+                            format!("status {status}, no `{want}` in the first {BODY_LIMIT} bytes"),
+                        );
+                    }
+                }
+                Ok(None) => {
+                    return (
+                        AppResult::BodyMismatch,
+                        format!("status {status}, the body lacks `{want}`"),
+                    )
+                }
+                Err(e) => return (classify(&e), short(&e)),
             }
-            Ok(_) => (
-                AppResult::BodyMismatch,
-                format!("status {status}, the body lacks `{want}`"),
-            ),
-            Err(e) => (classify(&e), short(&e)),
         }
     }
 
@@ -158,6 +192,42 @@ mod tests {
             }
         });
         port
+    }
+
+    /// A server answering 200 with `body`.
+    async fn serving(body: Vec<u8>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut b = [0u8; 1024];
+                let _ = s.read(&mut b).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn the_body_is_searched_across_chunks_and_only_so_far() {
+        let check = |port: u16| {
+            let text = format!(
+                "name = \"c\"\nurl = \"http://127.0.0.1:{port}/\"\nbody_contains = \"wp-submit\"\ntimeout = \"2s\"\n"
+            );
+            AppCheck::new("r", &toml::from_str(&text).unwrap()).unwrap()
+        };
+        let mut near = vec![b'x'; 200 * 1024];
+        near.extend_from_slice(b"<input id=\"wp-submit\">");
+        let (r, _) = check(serving(near).await).probe().await;
+        assert_eq!(r, AppResult::Success);
+        let mut far = vec![b'x'; BODY_LIMIT + 10];
+        far.extend_from_slice(b"wp-submit");
+        let (r, seen) = check(serving(far).await).probe().await;
+        assert_eq!(r, AppResult::BodyMismatch, "{seen}");
+        assert!(seen.contains("first 262144 bytes"), "{seen}");
     }
 
     fn check(url: &str) -> AppCheck {

@@ -28,6 +28,7 @@ impl ProbeMetrics {
         regions: &[String],
         tables: &[crate::config::TableConfig],
         operations: &[Operation],
+        interval: std::time::Duration,
     ) -> prometheus::Result<Self> {
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -88,6 +89,20 @@ impl ProbeMetrics {
             &["prober", "region", "table"],
         )?;
         registry.register(Box::new(required.clone()))?;
+        // Constant too: the spacing of the canaries, so that readers of the lag (the responder's
+        // data at risk) know its resolution.
+        let spacing = prometheus::GaugeVec::new(
+            Opts::new(
+                "dynamodb_probe_interval_seconds",
+                "Seconds between two probe rounds of this prober (prober.interval): the resolution \
+                 of dynamodb_replication_lag_seconds.",
+            ),
+            &["prober"],
+        )?;
+        registry.register(Box::new(spacing.clone()))?;
+        spacing
+            .with_label_values(&[prober])
+            .set(interval.as_secs_f64());
 
         for region in regions {
             for t in tables {

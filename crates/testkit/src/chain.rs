@@ -145,6 +145,32 @@ impl Chain {
         for (name, _) in agents {
             stack.spawn_agent(name).await;
         }
+        // Users and replication start before the probers, so that the replication lag the
+        // probers measure is the configured one from their first canary on.
+        let users = opts.users.map(|_| {
+            let ips = [(EAST, "192.0.2.10"), (WEST, "192.0.2.20")];
+            let instances = apps
+                .iter()
+                .filter_map(|a| {
+                    let ip = ips.iter().find(|(r, _)| *r == a.region)?.1;
+                    Some((ip.to_string(), (a.region.clone(), a.url())))
+                })
+                .collect();
+            crate::users::Users::start(stack.fake.clone(), instances)
+        });
+        let replicator = match (opts.users, &users) {
+            (Some(lag), Some(u)) => Some(
+                crate::users::Replicator::start(
+                    &stack.east,
+                    &stack.west,
+                    lag,
+                    &["p1", "p2", "p3"],
+                    u.log.clone(),
+                )
+                .await,
+            ),
+            _ => None,
+        };
         let gate = if opts.east_gated {
             Some(WriteGate::start(stack.east.port).await)
         } else {
@@ -242,31 +268,6 @@ impl Chain {
             reload.status().is_success(),
             "Prometheus refused the reload"
         );
-        // Users start once the DNS record has somewhere to send them.
-        let users = opts.users.map(|_| {
-            let ips = [(EAST, "192.0.2.10"), (WEST, "192.0.2.20")];
-            let instances = apps
-                .iter()
-                .filter_map(|a| {
-                    let ip = ips.iter().find(|(r, _)| *r == a.region)?.1;
-                    Some((ip.to_string(), (a.region.clone(), a.url())))
-                })
-                .collect();
-            crate::users::Users::start(stack.fake.clone(), instances)
-        });
-        let replicator = match (opts.users, &users) {
-            (Some(lag), Some(u)) => Some(
-                crate::users::Replicator::start(
-                    &stack.east,
-                    &stack.west,
-                    lag,
-                    &["p1", "p2", "p3"],
-                    u.log.clone(),
-                )
-                .await,
-            ),
-            _ => None,
-        };
         let chain = Chain {
             stack,
             procs,

@@ -893,7 +893,7 @@ pub fn named_alert_body(
         "status": status,
         "alerts": [{
             "status": status,
-            "labels": { "alertname": name, "region": region, "action": "failover", "severity": "page" },
+            "labels": { "alertname": name, "region": region, "action": if name == "AppRegionUnavailable" { "avoid" } else { "failover" }, "severity": "page" },
             "annotations": { "summary": format!("{name} in {region}") },
             "startsAt": starts_at,
             "endsAt": ends,

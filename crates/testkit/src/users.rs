@@ -156,6 +156,8 @@ impl Users {
                 .build()
                 .unwrap();
             let mut tick = tokio::time::interval(Duration::from_millis(100));
+            // A stalled process sends no burst of catch-up writes afterwards: users do not.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut id = 0u64;
             loop {
                 tick.tick().await;
@@ -197,11 +199,28 @@ impl Users {
         w
     }
 
-    /// The first write acknowledged at or after `t`.
+    /// The first write acknowledged at or after `t`, as far as the answers so far tell.
     pub fn first_success_after(&self, t: SystemTime) -> Option<UserWrite> {
         self.writes()
             .into_iter()
             .find(|w| w.at >= t && w.wrote.is_some())
+    }
+
+    /// The first write sent at or after `t` that was acknowledged, once every write sent before
+    /// it has been answered (each gives up after its 0.9 s timeout), waiting up to `limit`.
+    pub async fn recovered_after(&self, t: SystemTime, limit: Duration) -> Option<UserWrite> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.first_success_after(t).is_some() {
+                // Writes still in flight that were sent earlier could still succeed.
+                tokio::time::sleep(Duration::from_secs(1)).await; // the users' request timeout, 0.9 s
+                return self.first_success_after(t);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -139,6 +139,18 @@ fn policy_and_step_errors_name_their_key() {
             BASE.replace("[responder.policy]", "[responder.policy]\nfailback = true"),
             "failback",
         ),
+        (
+            BASE.replace(
+                "[responder.policy]",
+                "[responder.alerts]\napp_down = [\"DynamoDBRegionUnavailable\"]\n\n[responder.policy]",
+            ),
+            "responder.alerts.app_down",
+        ),
+        (
+            BASE.replace("[responder]", "[responder]\nmax_connections = 3")
+                + "\n[responder.agents]\nsecret_file = \"/tmp/agents\"\n[[responder.agents.agent]]\nname = \"a\"\nregion = \"us-east-1\"\n[[responder.agents.agent]]\nname = \"b\"\nregion = \"us-west-2\"\n",
+            "responder.max_connections",
+        ),
     ];
     for (text, want) in cases {
         let e = parse(&text).unwrap_err();

@@ -414,6 +414,93 @@ fn an_application_down_alert_never_moves_traffic_and_takes_its_region_out_of_the
 }
 
 #[test]
+fn agents_hear_of_a_target_only_after_its_live_check_and_hear_back_if_the_plan_is_dropped() {
+    let steps = vec![
+        StepSpec {
+            name: "agents".into(),
+            kind: StepKind::Agents,
+        },
+        StepSpec {
+            name: "load_balancer:x".into(),
+            kind: StepKind::LoadBalancer,
+        },
+    ];
+    let go = |s: &State, e: Event, now: u64| {
+        let d = decide(s, &e, now, &policy(), &steps);
+        assert!(d.rejected.is_none(), "{e:?}: {:?}", d.rejected);
+        d.state
+    };
+    let s = go(&steady_home(), fire("a"), NOW);
+    let epoch = s.plan.as_ref().unwrap().epoch;
+    // Checking b: the agents still hear a.
+    assert_eq!(placement(&s), ("a".to_string(), 0));
+    let s = go(
+        &s,
+        Event::LiveCheck {
+            epoch,
+            ok: true,
+            detail: "ok".into(),
+        },
+        NOW,
+    );
+    assert_eq!(placement(&s), ("b".to_string(), epoch));
+    // The agents step fails; the plan waits for its retry, still announced.
+    let s = go(
+        &s,
+        Event::StepFailed {
+            epoch,
+            index: 0,
+            detail: "deadline".into(),
+        },
+        NOW,
+    );
+    assert_eq!(placement(&s), ("b".to_string(), epoch));
+    // The retry checks b again, and b fails: the plan is dropped (c is tried next), and the agents
+    // hear a again under a newer epoch, so none stays on b.
+    let s = go(&s, Event::Tick, NOW + 10 * MIN);
+    assert_eq!(s.plan.as_ref().unwrap().status, PlanStatus::Checking);
+    let s = go(
+        &s,
+        Event::LiveCheck {
+            epoch,
+            ok: false,
+            detail: "refused".into(),
+        },
+        NOW + 10 * MIN,
+    );
+    let (region, announced) = placement(&s);
+    assert_eq!(region, "a");
+    assert!(announced > epoch, "{announced} <= {epoch}");
+    assert_eq!(s.plan.as_ref().unwrap().to, "c");
+    assert!(s.plan.as_ref().unwrap().epoch > announced);
+}
+
+#[test]
+fn an_acknowledgement_never_goes_back_and_a_repeat_changes_nothing() {
+    let mut p = policy();
+    p.agents.expected.insert("wp-1".into(), "b".into());
+    let ack = |epoch: u64, ok: bool| Event::AgentAck {
+        agent: "wp-1".into(),
+        epoch,
+        region: "b".into(),
+        ok,
+        detail: "x".into(),
+    };
+    let d = decide(&steady_home(), &ack(5, true), NOW, &p, &steps());
+    let s = d.state;
+    assert_eq!(s.agents["wp-1"].epoch, 5);
+    // A late, older one is not recorded.
+    let d = decide(&s, &ack(4, true), NOW + 1, &p, &steps());
+    assert_eq!(d.state, s);
+    // The same outcome again: the state is unchanged (not even its time), so it is not written.
+    let d = decide(&s, &ack(5, true), NOW + 2, &p, &steps());
+    assert_eq!(d.state, s);
+    // A different outcome for the same epoch is recorded.
+    let d = decide(&s, &ack(5, false), NOW + 3, &p, &steps());
+    assert!(!d.state.agents["wp-1"].ok);
+}
+
+#[test]
 fn completing_every_step_moves_traffic_and_records_the_transition() {
     let s = feed(
         running(),
