@@ -98,6 +98,9 @@ fn main() -> ExitCode {
     if let Command::Agent { check } = cli.command {
         return agent(&cli.config, check);
     }
+    if let Command::CheckConfig = cli.command {
+        return check_config(&cli.config);
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -106,14 +109,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig => {
-            println!("# {} is valid; effective settings:", cli.config.display());
-            print!("{}", config.to_pretty());
-            match run(check_state_table(config)) {
-                ExitCode::SUCCESS => ExitCode::SUCCESS,
-                _ => ExitCode::from(2),
-            }
-        }
+        Command::CheckConfig => unreachable!("handled above: secrets may be unreadable here"),
         // Probing is light, async work: one thread does it with less CPU and memory than a pool.
         Command::Exporter => run_on(Runtime::OneThread, run_exporter(config)),
         Command::Responder => run(run_responder(config)),
@@ -193,6 +189,34 @@ async fn run_exporter(config: Config) -> anyhow::Result<()> {
     let (trigger, stop) = shutdown::channel();
     fire_on_signal(std::sync::Arc::new(trigger));
     dynamo_failover::exporter::run(config, shared, listener, stop).await
+}
+
+/// Validates the file's shape and prints the effective settings. A secret that cannot be read
+/// here (its file is on the production machine, or its variable is set only there) is listed,
+/// not an error: the roles themselves refuse to start without it.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let (config, unreadable) = match Config::load_shape(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dynamo-failover: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("# {} is valid; effective settings:", path.display());
+    print!("{}", config.to_pretty());
+    if !unreadable.is_empty() {
+        println!(
+            "# {} secret(s) could not be read here (every role needs them where it runs):",
+            unreadable.len()
+        );
+        for e in &unreadable {
+            println!("#   {e}");
+        }
+    }
+    match run(check_state_table(config)) {
+        ExitCode::SUCCESS => ExitCode::SUCCESS,
+        _ => ExitCode::from(2),
+    }
 }
 
 /// With the DynamoDB state store, check-config also checks the table can hold a lease.

@@ -50,6 +50,40 @@ fn check_config_prints_the_effective_settings_with_defaults_filled() {
 }
 
 #[test]
+fn check_config_validates_the_shipped_example_and_lists_secrets_it_cannot_read() {
+    // The README's first check-config command, on a machine without the example's token files.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", example])
+        .env_remove("DYNAMO_FAILOVER_WEBHOOK_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("is valid"), "{text}");
+    assert!(
+        text.contains("could not be read here") && text.contains("responder.webhook"),
+        "{text}"
+    );
+    assert!(!text.contains("unreadable-secret-stand-in"), "{text}");
+    // The roles themselves still refuse a config whose secrets they cannot read.
+    let out = Command::new(BIN)
+        .args(["responder", "--config", example])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn an_unknown_key_stops_every_role_with_the_key_named() {
     let bad = GOOD.replace(
         "id = \"vantage-a\"",
