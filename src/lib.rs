@@ -58,6 +58,7 @@ pub mod http;
 pub mod metrics;
 pub mod ports;
 pub mod probe;
+pub mod readiness;
 pub mod responder;
 pub mod secret;
 pub mod shutdown;

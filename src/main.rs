@@ -47,6 +47,10 @@ enum Command {
     Serve,
     /// Validate the config, print the effective settings (secrets redacted), and exit.
     CheckConfig,
+    /// Check the whole failover path once, read-only (DigitalOcean, AWS, DynamoDB, the state
+    /// table, the agents, the application, notifications): a table, and exit status 1 if any
+    /// check fails.
+    Preflight(ClientArgs),
     /// Show the responder's state: active region, epoch, phase, region health, transitions.
     Status(ClientArgs),
     /// Ask the responder to move traffic to a region now (the live check still applies).
@@ -114,6 +118,23 @@ fn main() -> ExitCode {
         Command::Exporter => run_on(Runtime::OneThread, run_exporter(config)),
         Command::Responder => run(run_responder(config)),
         Command::Serve => run(run_both(config)),
+        Command::Preflight(c) => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("dynamo-failover: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(operator::preflight(config, c.url)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("dynamo-failover: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Status(c) => run(operator::call(config, c.url, operator::Action::Status)),
         Command::Failover { to, client: c } => run(operator::call(
             config,

@@ -103,6 +103,7 @@ fn print_state(s: &Value) {
             );
         }
     }
+    print_readiness(&s["readiness"]);
     if let Some(p) = s["plan"].as_object() {
         println!();
         println!(
@@ -175,4 +176,98 @@ fn print_state(s: &Value) {
             );
         }
     }
+}
+
+/// The latest readiness evaluation: a line when every check passes, each failing row otherwise.
+fn print_readiness(r: &Value) {
+    println!();
+    let Some(rows) = r["rows"].as_array() else {
+        println!("readiness       not evaluated yet");
+        return;
+    };
+    let failing: Vec<&Value> = rows
+        .iter()
+        .filter(|x| x["ok"] != Value::Bool(true))
+        .collect();
+    println!(
+        "readiness       {} of {} checks pass (evaluated {})",
+        rows.len() - failing.len(),
+        rows.len(),
+        ms_to_text(&r["finished_ms"])
+    );
+    for f in failing {
+        println!(
+            "  FAILED {} {}: {}",
+            f["check"].as_str().unwrap_or("?"),
+            f["target"].as_str().unwrap_or("?"),
+            f["detail"].as_str().unwrap_or("")
+        );
+        if let Some(fix) = f["fix"].as_str().filter(|x| !x.is_empty()) {
+            println!("         fix: {fix}");
+        }
+    }
+}
+
+/// `preflight`: every readiness check once, read-only. The agents' rows need the responder's
+/// view, asked over its admin API.
+pub async fn preflight(config: Config, url: Option<String>) -> anyhow::Result<bool> {
+    use dynamo_failover::readiness::{Agents, AgentsView, Evaluator};
+    let shared = dynamo_failover::aws::load_shared().await;
+    // The responder's state, when it answers: the agents' view, and which regions are down.
+    let mut down = Vec::new();
+    let agents = match config.responder.as_ref() {
+        Some(r) => {
+            let base = url.unwrap_or_else(|| format!("http://{}", r.listen));
+            let base = base.trim_end_matches('/').to_string();
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?;
+            let got = http
+                .get(format!("{base}/v1/state"))
+                .bearer_auth(r.admin_token.expose())
+                .send()
+                .await;
+            match got {
+                Ok(resp) if resp.status().is_success() => match resp.json::<Value>().await {
+                    Ok(v) => {
+                        down = v["regions"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .filter(|(_, h)| h["down"] == true || h["app_down"] == true)
+                                    .map(|(r, _)| r.clone())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        Agents::View(AgentsView::from_state(&v))
+                    }
+                    Err(e) => {
+                        Agents::Unavailable(format!("the responder's state is unreadable: {e}"))
+                    }
+                },
+                Ok(resp) => Agents::Unavailable(format!(
+                    "the responder at {base} answered {}",
+                    resp.status().as_u16()
+                )),
+                Err(_) => Agents::Unavailable(format!("cannot reach the responder at {base}")),
+            }
+        }
+        None => Agents::View(AgentsView::default()),
+    };
+    if let Agents::Unavailable(why) = &agents {
+        println!("# {why}: every region is checked as if up, and the agents cannot be judged");
+    }
+    let report = Evaluator::new(&config, &shared, "preflight")?
+        .evaluate(agents, &down)
+        .await;
+    print!("{}", report.table());
+    let failing = report.failing().count();
+    println!(
+        "\n{} checks, {} failing; {} DigitalOcean calls; {} ms",
+        report.rows.len(),
+        failing,
+        report.digitalocean_calls,
+        report.duration_ms
+    );
+    Ok(failing == 0)
 }

@@ -245,9 +245,11 @@ pub async fn run(
         .into_iter()
         .map(Arc::from)
         .collect();
+    let readiness_metrics = crate::readiness::ReadinessMetrics::register(&registry)
+        .context("registering readiness metrics")?;
     let policy = r.policy(&config.regions);
     let notices = notices::spawn(Channels {
-        notifiers,
+        notifiers: notifiers.clone(),
         lag: r
             .prometheus_url
             .as_deref()
@@ -325,7 +327,18 @@ pub async fn run(
                 a.agents.iter().map(|e| e.name.clone()),
             ))
         }),
+        readiness: Arc::default(),
+        started_ms: crate::clock::unix_micros() / 1000,
     };
+    let readiness = spawn_readiness(
+        crate::readiness::Evaluator::new(&config, &shared, "readiness")
+            .context("building the readiness evaluator")?,
+        r.readiness.interval,
+        readiness_metrics,
+        &state,
+        notifiers,
+        shutdown.clone(),
+    );
     let conn_metrics = ConnMetrics {
         open: state.metrics.connections_open.clone(),
         refused: state.metrics.connections_refused.clone(),
@@ -344,6 +357,7 @@ pub async fn run(
     .await
     .context("serving HTTP")?;
     let _ = ticker.await;
+    let _ = readiness.await;
     match lease_loop {
         // It stops acting, waits for the plan work in flight, then releases the lease.
         Some(l) => {
@@ -358,4 +372,111 @@ pub async fn run(
     driver.abort();
     tracing::info!("responder stopped");
     Ok(())
+}
+
+/// What the engine and the agents' door know of the agents, for the readiness rows.
+fn agents_view(state: &ResponderState) -> crate::readiness::AgentsView {
+    let st = state.engine.snapshot();
+    let seen = state
+        .agents
+        .as_ref()
+        .map(|d| d.last_seen())
+        .unwrap_or_default();
+    let agents = state
+        .engine
+        .policy()
+        .agents
+        .expected
+        .keys()
+        .map(|name| {
+            let ack = st.agents.get(name).map(|a| (a.epoch, a.ok));
+            let last = seen.get(name).and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_millis() as u64)
+            });
+            (name.clone(), ack, last)
+        })
+        .collect();
+    crate::readiness::AgentsView {
+        placement_epoch: crate::failover::machine::placement(&st).1,
+        since_ms: Some(state.started_ms),
+        sees_all_contacts: state.engine.role() == "single",
+        agents,
+    }
+}
+
+/// Evaluates the failover path at start and every `every`, on every replica: exported, kept for
+/// `/v1/state`, logged, and a change told to people once (by the acting replica).
+fn spawn_readiness(
+    evaluator: crate::readiness::Evaluator,
+    every: Duration,
+    metrics: crate::readiness::ReadinessMetrics,
+    state: &ResponderState,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    let mut stop = shutdown;
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = crate::readiness::Changes::default();
+        loop {
+            tokio::select! {
+                _ = t.tick() => {}
+                _ = stop.wait() => return,
+            }
+            let view = crate::readiness::Agents::View(agents_view(&state));
+            let down: Vec<String> = state
+                .engine
+                .snapshot()
+                .health
+                .iter()
+                .filter(|(_, h)| h.down || h.app_down)
+                .map(|(r, _)| r.clone())
+                .collect();
+            let report = tokio::select! {
+                r = evaluator.evaluate(view, &down) => r,
+                _ = stop.wait() => return,
+            };
+            // Stored and exported before anyone is told, so what people read agrees.
+            let before = state
+                .readiness
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(report.clone());
+            metrics.record(&report);
+            // Logged when the set of failing rows changes, not at every evaluation.
+            let failing = |r: Option<&crate::readiness::Report>| -> Vec<(&'static str, String)> {
+                r.map(|r| r.failing().map(|x| (x.check, x.target.clone())).collect())
+                    .unwrap_or_default()
+            };
+            if failing(before.as_ref()) != failing(Some(&report)) {
+                for r in report.failing() {
+                    tracing::warn!(check = r.check, target = %r.target, detail = %r.detail, fix = %r.fix, "readiness check failing");
+                }
+                if report.all_ok() {
+                    tracing::info!(checks = report.rows.len(), "every readiness check passes");
+                }
+            }
+            if let Some(m) = changes.update(&report, state.engine.is_leader()) {
+                tracing::info!(title = %m.title, "readiness changed");
+                for n in &notifiers {
+                    let result = match n.send(&m).await {
+                        Ok(()) => "sent",
+                        Err(e) => {
+                            tracing::warn!(channel = n.channel(), error = %e, "cannot send the readiness notice");
+                            "failed"
+                        }
+                    };
+                    state
+                        .metrics
+                        .notifications
+                        .with_label_values(&[n.channel(), result])
+                        .inc();
+                }
+            }
+        }
+    })
 }

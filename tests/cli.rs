@@ -84,6 +84,31 @@ fn check_config_validates_the_shipped_example_and_lists_secrets_it_cannot_read()
 }
 
 #[test]
+fn check_config_accepts_an_unreadable_slack_url_file() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+            .unwrap();
+    let with_slack = example.replace("# slack_webhook_url_file = ", "slack_webhook_url_file = ");
+    assert_ne!(
+        with_slack, example,
+        "the example documents slack_webhook_url_file"
+    );
+    let f = write_config(&with_slack);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("slack_webhook_url_file"), "{text}");
+}
+
+#[test]
 fn an_unknown_key_stops_every_role_with_the_key_named() {
     let bad = GOOD.replace(
         "id = \"vantage-a\"",

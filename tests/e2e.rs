@@ -254,6 +254,54 @@ async fn one_prober_cut_off_from_the_home_region_moves_nothing() {
         (Some(EAST), Some(0))
     );
     assert!(c.stack.fake.changes().is_empty());
+
+    // Readiness, on the same running stack: a load balancer deleted under it pages through
+    // Prometheus and Alertmanager within the fast window, and resolves once it is back.
+    assert!(!alertmanager_has(&c, "FailoverPathBroken").await);
+    let saved = c.stack.fake.load_balancer("lb-global").unwrap();
+    c.stack.fake.delete_load_balancer("lb-global");
+    let broke = Instant::now();
+    wait_until(
+        Duration::from_secs(20),
+        "FailoverPathBroken for lb-global at Alertmanager",
+        || async { alertmanager_has(&c, "FailoverPathBroken").await },
+    )
+    .await;
+    println!(
+        "load balancer deleted to FailoverPathBroken at Alertmanager: {:.1} s",
+        broke.elapsed().as_secs_f64()
+    );
+    c.stack.fake.put_load_balancer(saved);
+    wait_until(
+        Duration::from_secs(20),
+        "FailoverPathBroken to resolve",
+        || async {
+            !alertmanager_has(&c, "FailoverPathBroken").await
+                && c.query("ALERTS{alertname=\"FailoverPathBroken\"}")
+                    .await
+                    .is_empty()
+        },
+    )
+    .await;
+    assert!(c.stack.fake.changes().is_empty(), "readiness only reads");
+}
+
+/// Whether Alertmanager holds an active `name` alert for lb-global.
+async fn alertmanager_has(c: &Chain, name: &str) -> bool {
+    let alerts: Value = reqwest::Client::new()
+        .get(format!("{}/api/v2/alerts", c.alertmanager))
+        .query(&[("filter", format!("alertname=\"{name}\""))])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    alerts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| a["labels"]["target"] == "lb-global" && a["status"]["state"] != "resolved")
 }
 
 #[tokio::test]

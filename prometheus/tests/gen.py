@@ -32,6 +32,11 @@ probe interval from its own phase; a result lands after the check's timeout plus
 the DynamoDB counters) goes up by one and app_probe_success is set. Faults of the application
 are AppFault, which never touch DynamoDB probes (and Fault never touches application checks).
 
+The readiness scenarios (readiness.yml, class Readiness) model the responder replicas' readiness
+evaluations: each replica evaluates at its start and every interval (5 m; fast 3 s, the test
+kit's), start to start, each evaluation finishing a little later (2 s; fast 300 ms) unless it hangs; a row's value
+is its latest evaluation's (rows appear at the first), and the timestamp is 0 until then.
+
 The agent scenarios (agents.yml, class Fleet) model the responder replicas instead: each exports
 the placement's epoch, each agent's acknowledged epoch (the shared state, the same everywhere) and
 when the agent last reached that replica (0 since the replica's process started until it does);
@@ -1207,6 +1212,361 @@ resolves, and follows the failback like wp-1.
     return out
 
 
+# --- Readiness of the failover path: what the responder replicas export about it -------------------
+# Every replica evaluates every readiness check at its start and every responder.readiness.interval
+# (start to start) and exports failover_readiness{check, target} (1 passed, 0 failed, as of its
+# latest evaluation; the rows appear at the first evaluation and keep their values until the next),
+# failover_readiness_last_evaluation_timestamp_seconds (Unix time the latest evaluation finished;
+# 0 from the start until the first does) and, like every process, dynamo_failover_build_info and
+# process_start_time_seconds. Promtool's clock starts at 0, so "Unix time" is the test's time.
+
+def readiness_interval(pf):
+    """responder.readiness.interval in ms: the default 5 m; the fast profile's 3 s (the test kit's
+    chain, crates/testkit/src/chain.rs: 4 DigitalOcean reads every 3 s fit its budget). The fast
+    window of failover:readiness:window_failing (5 s) must stay longer than one interval plus an
+    evaluation and a scrape (3 + 0.3 + 1 s) and shorter than two intervals (6 s)."""
+    return pf.pick(300, 3) * 1000
+
+
+class Replica:
+    """A responder replica whose first process starts at `start` (s). `down`: (from, to) spans (to
+    None: for good) in which it is not scraped; at `to` it is a new process. Evaluations that start
+    at or after `hang` never finish (nor does any later one: the loop waits on it). `readiness`
+    False: a responder that exports no readiness metrics at all."""
+
+    def __init__(self, name, start=0, down=(), hang=None, readiness=True):
+        self.name, self.start = name, round(start * 1000)
+        self.down = [(round(a * 1000), None if b is None else round(b * 1000)) for a, b in down]
+        self.hang = None if hang is None else round(hang * 1000)
+        self.readiness = readiness
+        self.instance = f"{name}:9465"
+
+    def lives(self, duration):
+        """(start, stop) in ms of each process."""
+        out, start = [], self.start
+        for down, up in self.down:
+            out.append((start, down))
+            if up is None:
+                return out
+            start = up
+        out.append((start, duration + 1))
+        return out
+
+
+class Broken:
+    """Evaluations of (check, target) that start in [start, end) (s) on the given replicas (None:
+    every replica) fail."""
+
+    def __init__(self, check, target, start=0, end=None, replicas=None):
+        self.check, self.target, self.replicas = check, target, replicas
+        self.start, self.end = round(start * 1000), None if end is None else round(end * 1000)
+
+    def matches(self, replica, check, target, t):
+        return ((check, target) == (self.check, self.target) and self.start <= t
+                and (self.end is None or t < self.end) and (self.replicas is None or replica in self.replicas))
+
+
+class Readiness(Scenario):
+    """Responder replicas evaluating `rows` ((check, target) pairs), with `broken` ones."""
+
+    def __init__(self, pf, title, seconds, replicas, rows, broken=()):
+        super().__init__(pf, title, seconds, [])
+        self.replicas, self.rows, self.broken = replicas, rows, list(broken)
+        self.interval = readiness_interval(pf)
+        self.took = pf.pick(2000, 300)  # ms one evaluation takes
+
+    def evaluations(self, rep):
+        """[(life, finished at ms, {row: 1|0})] of every evaluation that finishes."""
+        out = []
+        for li, (start, stop) in enumerate(rep.lives(self.duration)):
+            s = start
+            while s < stop and (rep.hang is None or s < rep.hang):
+                if s + self.took < stop:
+                    out.append((li, s + self.took, {r: 0 if any(b.matches(rep.name, *r, s) for b in self.broken) else 1
+                                                    for r in self.rows}))
+                s += self.interval
+        return out
+
+    def finished(self, rep, t):
+        """The latest evaluation of the process running at t (ms) that has finished by t, or None."""
+        lives = rep.lives(self.duration)
+        life = next((i for i, (a, b) in enumerate(lives) if a <= t < b), None)
+        done = [e for e in self.evaluations(rep) if e[0] == life and e[1] <= t]
+        return done[-1] if done else None
+
+    def series(self):
+        slots, before = {}, {r.name: set() for r in self.replicas}
+
+        def put(key, t, value):
+            slots.setdefault(key, {})[t // self.grid] = value
+
+        def secs(t_ms):
+            return t_ms // 1000 if t_ms % 1000 == 0 else round(t_ms / 1000, 3)
+
+        t = 0
+        while t <= self.duration:
+            for rep in self.replicas:
+                if t < rep.start:
+                    continue
+                base = f'job="dynamo-failover-responder",instance="{rep.instance}"'
+                life = next(((a, b) for a, b in rep.lives(self.duration) if a <= t < b), None)
+                put(f"up{{{base}}}", t, 1 if life else 0)
+                present = {}
+                if life:
+                    present[f'dynamo_failover_build_info{{{base},version="0.1.0"}}'] = 1
+                    present[f"process_start_time_seconds{{{base}}}"] = secs(life[0])
+                    if rep.readiness:
+                        last = self.finished(rep, t)
+                        present[f"failover_readiness_last_evaluation_timestamp_seconds{{{base}}}"] = secs(last[1]) if last else 0
+                        if last:
+                            for (check, target), v in last[2].items():
+                                present[f'failover_readiness{{{base},check="{check}",target="{target}"}}'] = v
+                for key in before[rep.name] - set(present):
+                    put(key, t, "stale")
+                for key, v in present.items():
+                    put(key, t, v)
+                before[rep.name] = set(present)
+            t += self.grid
+        return slots
+
+
+def path_broken(check, target, n):
+    labels = {"check": check, "target": target, "severity": "page"}
+    if check == "agents.agent":
+        labels["agent"] = target
+    return {
+        "labels": labels,
+        "annotations": {
+            "summary": f"Failover path broken: readiness check {check} fails for {target}",
+            "description": f"Readiness check {check} of {target} has failed at every evaluation for the whole "
+                           "window (6 minutes: two evaluations in a row at the default interval) on "
+                           f"{n} responder replica(s). A failover that needs it would fail or go wrong. The "
+                           "metric does not say why: on a responder machine, `dynamo-failover status` shows "
+                           "the latest evaluation with each failing check's detail and fix, and "
+                           "`dynamo-failover preflight --config /etc/dynamo-failover/responder.toml` runs "
+                           "every check again now.",
+            "runbook_url": f"docs/runbook.md#failoverpathbroken-{check.split('.')[0]}",
+        },
+    }
+
+
+def humanize(seconds):
+    """Prometheus's humanizeDuration, for the ages these tests produce."""
+    if seconds < 60:
+        return f"{seconds:.4g}s"
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m {s}s"
+
+
+def readiness_stale(replica, age, never=False):
+    what = (f"has not finished its first evaluation, {humanize(age)} after the start" if never
+            else f"last finished an evaluation {humanize(age)} ago")
+    return {
+        "labels": {"job": "dynamo-failover-responder", "instance": f"{replica}:9465", "severity": "ticket"},
+        "annotations": {
+            "summary": f"Readiness on responder {replica}:9465 {what}",
+            "description": "No readiness evaluation has finished on this responder replica for three intervals "
+                           "(15 minutes at the default responder.readiness.interval of 5 minutes) while it "
+                           "answers scrapes: the evaluation hangs or its loop stopped. Its failover_readiness "
+                           "rows keep their last values, so FailoverPathBroken can neither fire nor resolve "
+                           "from this replica. Failovers do not depend on it.",
+            "runbook_url": "docs/runbook.md#failoverreadinessstale",
+        },
+    }
+
+
+READINESS = ["FailoverPathBroken", "FailoverReadinessStale"]
+ROWS = [("do.token", "account"), ("do.load_balancer", "4de7ac8b-lb"), ("dynamodb.health_item", "us-west-2/wordpress_posts"),
+        ("notify.url", "slack")]
+
+
+def readiness_scenarios(pf):
+    out = []
+    window = pf.pick(360, 5) * 1000  # FailoverPathBroken's window, ms
+    I = readiness_interval(pf) // 1000  # the evaluation interval, s
+    limit = pf.pick(900, 10)  # dynamo_failover:readiness_stale_limit_seconds
+    E = pf.eval  # ms
+    S = pf.scrape
+
+    def after(t, step):
+        """The first multiple of step (ms) at or after t (ms)."""
+        return -(-t // step) * step
+
+    def zero_span(s, rep, row):
+        """(first scrape that shows the row 0, first scrape after that shows it 1 again or None),
+        in ms, for the first failure of `row` on `rep` (one process, no restarts)."""
+        evs = s.evaluations(rep)
+        i = next(i for i, e in enumerate(evs) if e[2][row] == 0)
+        back = next((e for e in evs[i:] if e[2][row] == 1), None)
+        return after(evs[i][1], S), None if back is None else after(back[1], S)
+
+    def fires(z, young=False):
+        """When a replica showing 0 from scrape z first counts for FailoverPathBroken: the first
+        evaluation whose window holds only zeros (z included; Prometheus 2's ranges are closed),
+        with a sample of the row before the window: the 1 scraped just before z, or, when z is the
+        row's first sample (`young`), z itself, one scrape later."""
+        return after(z + window + (S if young else 0), E)
+
+    def never_before(fire):
+        """A time it must not fire yet under either range semantics (Prometheus 3's ranges are
+        left-open: one scrape earlier)."""
+        return fire - S - E
+
+    def s_(ms):
+        return ms // 1000 if ms % 1000 == 0 else ms / 1000
+
+    # Broken, then repaired, on two replicas out of phase.
+    lb = ("do.load_balancer", "4de7ac8b-lb")
+    o = pf.pick(100, 1)  # r2's phase, s
+    # r1 (evaluating at 0, I, 2I, ...) fails at 2I, 3I and 4I; r2 (at o, o + I, ...) at o + 2I and
+    # o + 3I only: exactly two in a row, and r1's zeros still overlap r2's full window.
+    b, fixed = 2 * I - o, 4 * I + o
+    r1, r2 = Replica("r1"), Replica("r2", start=o)
+    s = Readiness(pf, f"""
+The load balancer is broken (deleted, say) from {b} s to {fixed} s; both replicas see it from
+their next evaluation to their last one before the repair (r1 three evaluations, r2 two: two in a
+row are enough). FailoverPathBroken fires once a replica has shown 0 for the whole window
+({s_(window):g} s), counts the second replica when its window is full too, and resolves once both
+have evaluated it fine again.
+""", 6 * I, [r1, r2], ROWS, [Broken(*lb, b, fixed)])
+    spans = sorted(zero_span(s, r, lb) for r in (r1, r2))
+    (z_a, back_a), (z_b, back_b) = spans
+    s.alerts(s_(never_before(fires(z_a))), "FailoverPathBroken", [])
+    s.alerts(s_(fires(z_a)), "FailoverPathBroken", [path_broken(*lb, 1)])
+    s.alerts(s_(fires(z_b)), "FailoverPathBroken", [path_broken(*lb, 2)])
+    repaired = sorted((back_a, back_b))
+    s.alerts(s_(repaired[0] - E), "FailoverPathBroken", [path_broken(*lb, 2)])
+    s.alerts(s_(after(repaired[0], E)), "FailoverPathBroken", [path_broken(*lb, 1)])
+    s.alerts(s_(after(repaired[1], E)), "FailoverPathBroken", [])
+    s.never_fired(6 * I, ["FailoverReadinessStale"])
+    out.append(s)
+
+    # Single failed evaluations never page: on one replica, on two replicas out of phase, and a
+    # replica's very first evaluation.
+    hi = ("dynamodb.health_item", "us-west-2/wordpress_posts")
+    o = pf.pick(100, 1)  # r2's phase, s
+    r1, r2, r3 = Replica("r1"), Replica("r2", start=o), Replica("r3", start=3 * I)
+    one1, one2 = I, o + I  # each one's second evaluation
+    end = 6 * I
+    s = Readiness(pf, f"""
+Single failed evaluations, each followed by a good one, never fire: r1's evaluation at {one1} s
+and r2's at {one2} s fail (a blip in between them), their next ones pass. Each gauge shows 0 for
+one interval, under the window; together (r1's 0 then r2's) they cover more than the window in
+production, which is why the window is judged per replica before the replicas are counted. r3
+starts at {r3.start // 1000} s and its first evaluation fails, its second passes: its rows are
+younger than the window until after that, so it has no say.
+""", end, [r1, r2, r3], ROWS, [Broken(*hi, one1, one1 + 1, {"r1"}), Broken(*hi, one2, one2 + 1, {"r2"}),
+                               Broken(*hi, r3.start // 1000, r3.start // 1000 + 1, {"r3"})])
+    both = s_(after(one2 * 1000 + s.took, S))  # r2's 0 is scraped, r1's still shown
+    s.expr(both, f'min by (check, target) (failover_readiness{{check="{hi[0]}"}})',
+           [(f'{{check="{hi[0]}",target="{hi[1]}"}}', 0)])
+    s.expr(s_(after(r3.start + s.took, S)), f'failover_readiness{{instance="r3:9465",check="{hi[0]}"}}',
+           [(f'failover_readiness{{check="{hi[0]}",instance="r3:9465",job="dynamo-failover-responder",target="{hi[1]}"}}', 0)])
+    s.never_fired(end, READINESS)
+    out.append(s)
+
+    # One replica of two sees it broken, from its first evaluation on.
+    slack = ("notify.url", "slack")
+    r1, r2 = Replica("r1"), Replica("r2", start=pf.pick(150, 1))
+    end = pf.pick(420, 10)
+    s = Readiness(pf, f"""
+Only r1 sees a check fail (its resolver cannot resolve the Slack host, say), from its first
+evaluation on; r2 sees it pass. One replica is enough: it fires after the window ({s_(window):g} s,
+measured from r1's first row), with a value of 1.
+""", end, [r1, r2], ROWS, [Broken(*slack, 0, None, {"r1"})])
+    z, _ = zero_span(s, r1, slack)
+    s.alerts(s_(never_before(fires(z, young=True))), "FailoverPathBroken", [])
+    s.alerts(s_(fires(z, young=True)), "FailoverPathBroken", [path_broken(*slack, 1)])
+    s.alerts(end, "FailoverPathBroken", [path_broken(*slack, 1)])
+    s.expr(end, f'failover_readiness{{check="{slack[0]}"}}', [
+        (f'failover_readiness{{check="{slack[0]}",instance="{r}:9465",job="dynamo-failover-responder",target="{slack[1]}"}}', v)
+        for r, v in (("r1", 0), ("r2", 1))])
+    out.append(s)
+
+    # The only replica restarts while the check is broken.
+    tok = ("do.token", "account")
+    down, up = pf.pick(900, 12), pf.pick(921, 14)
+    end = pf.pick(1350, 22)
+    r1 = Replica("r1", down=[(down, up)])
+    s = Readiness(pf, f"""
+The DigitalOcean token is rejected from the start; the only replica restarts ({down} s to {up} s)
+after the alert fired. While it is not scraped its samples stay in the window; its first
+evaluation after the restart fails too (two in a row, across the restart): the alert stays firing
+throughout. The new process's timestamp is 0 for a moment: no FailoverReadinessStale.
+""", end, [r1], ROWS, [Broken(*tok, 0)])
+    z, _ = zero_span(s, r1, tok)
+    first = fires(z, young=True)
+    s.alerts(s_(first), "FailoverPathBroken", [path_broken(*tok, 1)])
+    s.alerts(down + s_(S), "FailoverPathBroken", [path_broken(*tok, 1)])
+    s.alerts(up, "FailoverPathBroken", [path_broken(*tok, 1)])
+    span = end * 1000 - first
+    s.expr(end, f'count_over_time(ALERTS{{alertname="FailoverPathBroken",alertstate="firing"}}[{s_(span)}s])',
+           [(f'{{alertname="FailoverPathBroken",alertstate="firing",check="{tok[0]}",severity="page",target="{tok[1]}"}}',
+             span // E + 1)])
+    s.never_fired(end, ["FailoverReadinessStale"])
+    out.append(s)
+
+    # agents.agent: a replica judges an agent by its own contacts with it.
+    wp1, wp2 = ("agents.agent", "wp-1"), ("agents.agent", "wp-2")
+    gone = 2 * I  # at r1's third evaluation
+    end = pf.pick(1200, 20)
+    r1, r2 = Replica("r1"), Replica("r2", start=pf.pick(100, 1))
+    s = Readiness(pf, f"""
+Agents long-poll one replica at a time, and a replica counts an agent silent when it has not
+reached THAT replica: wp-1 and wp-2 talk to r1 only, so r2 sees both failing from its first
+evaluation on, and that alone never fires. wp-2 stops at {gone} s: r1 sees it failing too from its
+next evaluation, and once r1's window is full every replica with a say agrees: it fires, with an
+`agent` label for Alertmanager's inhibition by FailoverAgentSilent.
+""", end, [r1, r2], ROWS + [wp1, wp2], [Broken(*wp1, 0, None, {"r2"}), Broken(*wp2, 0, None, {"r2"}),
+                                         Broken(*wp2, gone, None, {"r1"})])
+    z, _ = zero_span(s, r1, wp2)
+    s.expr(s_(never_before(fires(z))), "failover:readiness:window_failing{target=\"wp-2\"}", [
+        (f'failover:readiness:window_failing{{check="agents.agent",instance="{r}:9465",job="dynamo-failover-responder",target="wp-2"}}', v)
+        for r, v in (("r1", 0), ("r2", 1))])
+    s.alerts(s_(never_before(fires(z))), "FailoverPathBroken", [])
+    s.alerts(s_(fires(z)), "FailoverPathBroken", [path_broken(*wp2, 2)])
+    s.alerts(end, "FailoverPathBroken", [path_broken(*wp2, 2)])
+    s.never_fired(s_(never_before(fires(z))), ["FailoverPathBroken"])
+    out.append(s)
+
+    # The evaluation stops advancing on one replica; a restart clears it.
+    hang, restart = 2 * I, pf.pick(1500, 20)  # its third evaluation hangs
+    r1, r2 = Replica("r1", down=[(restart, restart + pf.pick(3, 1))], hang=hang), Replica("r2")
+    end = restart + pf.pick(30, 4)
+    s = Readiness(pf, f"""
+r1's evaluation that starts at {hang} s never finishes (its loop waits on it); it still answers
+scrapes. FailoverReadinessStale fires for r1 once its last finished evaluation is older than the
+limit ({limit} s), and clears when r1 restarts at {restart} s (a new process evaluates at once).
+r2 keeps evaluating: nothing for it.
+""", end, [r1, r2], ROWS)
+    last = max(e[1] for e in s.evaluations(r1) if e[0] == 0)  # its first process's last finished evaluation
+    fire = after(last + limit * 1000 + 1, E)
+    s.alerts(s_(fire - E), "FailoverReadinessStale", [])
+    s.alerts(s_(fire), "FailoverReadinessStale", [readiness_stale("r1", (fire - last) / 1000)])
+    s.alerts(s_(restart * 1000 - E), "FailoverReadinessStale", [readiness_stale("r1", (restart * 1000 - E - last) / 1000)])
+    s.alerts(restart + pf.pick(6, 2), "FailoverReadinessStale", [])
+    s.alerts(end, "FailoverReadinessStale", [])
+    s.never_fired(end, ["FailoverPathBroken"])
+    out.append(s)
+
+    # The first evaluation never finishes; a responder without readiness metrics raises nothing.
+    start = pf.pick(102, 2)
+    end = start + limit + pf.pick(60, 4)  # on the evaluation grid in both profiles
+    r1, r2 = Replica("r1", start=start, hang=start), Replica("r2", readiness=False)
+    s = Readiness(pf, f"""
+r1 starts at {start} s and its first evaluation never finishes: its timestamp stays 0, and the
+process's start time stands in for it, so it fires once the limit ({limit} s) has passed since the
+start. r2 runs a responder without readiness metrics (no timestamp series at all): never.
+""", end, [r1, r2], ROWS)
+    fire = after(start * 1000 + limit * 1000 + 1, E)
+    s.alerts(s_(fire - E), "FailoverReadinessStale", [])
+    s.alerts(s_(fire), "FailoverReadinessStale", [readiness_stale("r1", (fire - start * 1000) / 1000, never=True)])
+    s.alerts(end, "FailoverReadinessStale", [readiness_stale("r1", end - start, never=True)])
+    s.expr(end, "failover_readiness", None)
+    out.append(s)
+    return out
+
+
 FILES = {
     "outage.yml": ("Region outages: which alerts fire for which failure, and when.", outage_scenarios),
     "detection.yml": ("The worst-case time from a region failing to DynamoDBRegionUnavailable firing.", detection_scenarios),
@@ -1216,6 +1576,7 @@ FILES = {
     "latency.yml": ("Slow reads: a ticket when the quorum of probers sees them.", latency_scenarios),
     "agents.yml": ("Application servers' agents that stop reaching the responders or fall behind.", agent_scenarios),
     "apps.yml": ("Application checks: a region's application is down when a quorum of probers sees every check fail.", app_scenarios),
+    "readiness.yml": ("Readiness of the failover path: a check failing at two evaluations in a row pages; a stopped evaluation is a ticket.", readiness_scenarios),
 }
 
 

@@ -60,6 +60,7 @@ pub(super) struct RawResponder {
     policy: PolicyConfig,
     app: Option<AppConfig>,
     steps: StepsConfig,
+    readiness: ReadinessConfig,
     digitalocean: Option<RawDigitalOcean>,
     notify: RawNotify,
     agents: Option<RawAgents>,
@@ -84,6 +85,7 @@ impl Default for RawResponder {
             policy: PolicyConfig::default(),
             app: None,
             steps: StepsConfig::default(),
+            readiness: ReadinessConfig::default(),
             digitalocean: None,
             notify: RawNotify::default(),
             agents: None,
@@ -270,6 +272,7 @@ pub struct ResponderConfig {
     pub app: Option<AppConfig>,
     #[serde(with = "super::duration_text")]
     pub step_deadline: Duration,
+    pub readiness: ReadinessConfig,
     pub digitalocean: Option<DigitalOceanConfig>,
     pub notify: NotifyConfig,
     pub agents: Option<AgentsConfig>,
@@ -431,6 +434,22 @@ impl Default for StepsConfig {
     }
 }
 
+/// `[responder.readiness]`: how often the whole failover path is checked (read-only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadinessConfig {
+    #[serde(with = "super::duration_text")]
+    pub interval: Duration,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DigitalOceanConfig {
     pub api_url: String,
@@ -503,6 +522,14 @@ impl RawResponder {
             return Err(invalid(
                 "responder.max_body_bytes",
                 "must be between 1024 and 67108864",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400))
+            .contains(&self.readiness.interval)
+        {
+            return Err(invalid(
+                "responder.readiness.interval",
+                "must be between 1s and 24h",
             ));
         }
         if regions.len() < 2 {
@@ -702,6 +729,7 @@ impl RawResponder {
             policy: self.policy,
             app: self.app,
             step_deadline: self.steps.deadline,
+            readiness: self.readiness,
             digitalocean,
             notify,
             agents,

@@ -44,6 +44,10 @@ pub struct ResponderState {
     pub request_timeout: Duration,
     /// The application servers' agents, when configured.
     pub agents: Option<Arc<super::agents::AgentDoor>>,
+    /// The latest readiness evaluation (None before the first).
+    pub readiness: Arc<std::sync::Mutex<Option<crate::readiness::Report>>>,
+    /// When this process started serving (Unix ms).
+    pub started_ms: u64,
 }
 
 /// An API refusal: status, a stable error code and a human reason.
@@ -417,6 +421,8 @@ async fn get_state(State(s): State<ResponderState>) -> Result<Response, ApiError
         "transitions": st.history,
         "placement": { "region": placement.0, "epoch": placement.1, "lineage": st.lineage },
         "agents": agents,
+        "started_ms": s.started_ms,
+        "readiness": *s.readiness.lock().unwrap_or_else(|p| p.into_inner()),
     }))
     .into_response())
 }

@@ -10,6 +10,12 @@
 //! - `POST` / `DELETE /v2/load_balancers/{id}/droplets` take `{"droplet_ids": [...]}`, answer 204,
 //!   and 422 on a tag-based load balancer;
 //! - `PATCH /v2/domains/{domain}/records/{id}` needs `type` (matching the record), TTL at least 30.
+//! - `GET /v2/account` answers the token's account; `GET /v2/droplets/{id}` a seeded droplet
+//!   (status and a region object), 404 otherwise.
+//! - The lists `GET /v2/load_balancers`, `GET /v2/droplets` and
+//!   `GET /v2/domains/{domain}/records` are paginated as the real API is: `page` (from 1) and
+//!   `per_page` (default 20, at most 200), `links.pages.next` / `last` when there are more, and
+//!   `meta.total`.
 //!
 //! Faults can be injected for the next N requests: a status (5xx), 429 with `retry-after`, a slow
 //! answer, or a "load balancer busy" refusal. Every request is logged in order for the tests.
@@ -101,6 +107,7 @@ impl Meta {
 #[derive(Default)]
 struct World {
     load_balancers: BTreeMap<String, Value>,
+    droplets: BTreeMap<u64, Value>,
     records: BTreeMap<(String, u64), Value>,
     faults: VecDeque<Armed>,
     log: Vec<Logged>,
@@ -160,6 +167,11 @@ impl FakeDo {
                 "/v2/domains/{domain}/records/{id}",
                 get(get_record).patch(patch_record),
             )
+            .route("/v2/account", get(get_account))
+            .route("/v2/droplets/{id}", get(get_droplet))
+            .route("/v2/droplets", get(list_droplets))
+            .route("/v2/load_balancers", get(list_lbs))
+            .route("/v2/domains/{domain}/records", get(list_records))
             .route("/fake/state", get(fake_state))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -185,6 +197,9 @@ impl FakeDo {
         for lb in seed["load_balancers"].as_array().into_iter().flatten() {
             self.put_load_balancer(lb.clone());
         }
+        for d in seed["droplets"].as_array().into_iter().flatten() {
+            self.put_droplet(d.clone());
+        }
         if let Some(domains) = seed["domains"].as_object() {
             for (d, recs) in domains {
                 for r in recs.as_array().into_iter().flatten() {
@@ -207,6 +222,24 @@ impl FakeDo {
             lb["status"] = json!("active");
         }
         self.world().load_balancers.insert(id, lb);
+    }
+
+    /// Stores a droplet as GET will answer it: `{"id", "name", "status", "region": "slug"}` (the
+    /// region slug becomes the API's region object).
+    pub fn put_droplet(&self, mut d: Value) {
+        let id = d["id"].as_u64().expect("droplet needs a numeric id");
+        if let Some(slug) = d["region"].as_str().map(str::to_string) {
+            d["region"] = json!({ "slug": slug, "name": slug, "available": true });
+        }
+        if d.get("status").is_none() {
+            d["status"] = json!("active");
+        }
+        self.world().droplets.insert(id, d);
+    }
+
+    /// Removes a load balancer (as deleting it in the control panel does).
+    pub fn delete_load_balancer(&self, id: &str) -> Option<Value> {
+        self.world().load_balancers.remove(id)
     }
 
     pub fn put_record(&self, domain: &str, rec: Value) {
@@ -683,6 +716,140 @@ async fn patch_record(
     })()
     .unwrap_or_else(|r| r);
     finish(&s, meta, &method, path, logged, resp, Some(rl))
+}
+
+/// The token's account (any valid token is an active account here).
+async fn get_account(State(s): State<Shared>, method: Method, headers: HeaderMap) -> Response {
+    let path = "/v2/account".to_string();
+    let meta = Meta::of(&headers);
+    let rl = gated!(s, meta.clone(), method, headers, path.clone(), Value::Null);
+    let resp = Json(json!({ "account": {
+        "droplet_limit": 25, "floating_ip_limit": 3, "email": "sre@example.com",
+        "uuid": "b6fr89dbf6d9156cace5f3c78dc9851d957381ef", "email_verified": true,
+        "status": "active", "status_message": ""
+    }}))
+    .into_response();
+    finish(&s, meta, &method, path, Value::Null, resp, Some(rl))
+}
+
+async fn get_droplet(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Response {
+    let path = format!("/v2/droplets/{id}");
+    let meta = Meta::of(&headers);
+    let rl = gated!(s, meta.clone(), method, headers, path.clone(), Value::Null);
+    let d = s.world.lock().unwrap().droplets.get(&id).cloned();
+    let resp = match d {
+        Some(d) => Json(json!({ "droplet": d })).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The resource you were accessing could not be found.",
+        ),
+    };
+    finish(&s, meta, &method, path, Value::Null, resp, Some(rl))
+}
+
+/// One page of `items` as the real API lists them, under `key`.
+fn page_of(path: &str, key: &str, items: Vec<Value>, query: Option<&str>) -> Response {
+    let param = |name: &str| {
+        query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let per_page = param("per_page").unwrap_or(20).clamp(1, 200);
+    let page = param("page").unwrap_or(1).max(1);
+    let total = items.len();
+    let last = total.div_ceil(per_page).max(1);
+    let chunk: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let url = |n: usize| format!("https://api.digitalocean.com{path}?page={n}&per_page={per_page}");
+    let mut pages = serde_json::Map::new();
+    if page < last {
+        pages.insert("next".into(), json!(url(page + 1)));
+        pages.insert("last".into(), json!(url(last)));
+    }
+    if page > 1 {
+        pages.insert("first".into(), json!(url(1)));
+        pages.insert("prev".into(), json!(url(page - 1)));
+    }
+    Json(json!({ key: chunk, "links": { "pages": pages }, "meta": { "total": total } }))
+        .into_response()
+}
+
+async fn list_droplets(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let path = "/v2/droplets".to_string();
+    let meta = Meta::of(&headers);
+    let rl = gated!(s, meta.clone(), method, headers, path.clone(), Value::Null);
+    let items = s.world.lock().unwrap().droplets.values().cloned().collect();
+    let resp = page_of(&path, "droplets", items, q.as_deref());
+    finish(&s, meta, &method, path, Value::Null, resp, Some(rl))
+}
+
+async fn list_lbs(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let path = "/v2/load_balancers".to_string();
+    let meta = Meta::of(&headers);
+    let rl = gated!(s, meta.clone(), method, headers, path.clone(), Value::Null);
+    let items = s
+        .world
+        .lock()
+        .unwrap()
+        .load_balancers
+        .values()
+        .cloned()
+        .collect();
+    let resp = page_of(&path, "load_balancers", items, q.as_deref());
+    finish(&s, meta, &method, path, Value::Null, resp, Some(rl))
+}
+
+async fn list_records(
+    State(s): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(domain): Path<String>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let path = format!("/v2/domains/{domain}/records");
+    let meta = Meta::of(&headers);
+    let rl = gated!(s, meta.clone(), method, headers, path.clone(), Value::Null);
+    let items: Vec<Value> = s
+        .world
+        .lock()
+        .unwrap()
+        .records
+        .iter()
+        .filter(|((d, _), _)| *d == domain)
+        .map(|(_, r)| r.clone())
+        .collect();
+    let resp = if items.is_empty() {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The resource you were accessing could not be found.",
+        )
+    } else {
+        page_of(&path, "domain_records", items, q.as_deref())
+    };
+    finish(&s, meta, &method, path, Value::Null, resp, Some(rl))
 }
 
 /// Everything stored, for the demo's summary (no auth: loopback test tool only).

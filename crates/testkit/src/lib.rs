@@ -605,3 +605,110 @@ impl Drop for WriteGate {
         self.task.abort();
     }
 }
+
+/// What Global Tables adds to DynamoDB's answers, in front of one moto region (moto keeps no
+/// replicas): `DescribeTable` lists every configured region as a replica, as a global table's
+/// description does; everything else passes through untouched. A test can remove a region from
+/// the replicas (a replica deleted in the console). When moto is down the front answers 502, so
+/// behind it a dead region reads as `server_error` rather than `connect_error`.
+pub struct GlobalFront {
+    pub port: u16,
+    replicas: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GlobalFront {
+    pub async fn start(upstream: u16, replicas: &[&str]) -> GlobalFront {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        type Replicas = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+        type S = (Replicas, reqwest::Client, u16);
+        let replicas: Replicas = std::sync::Arc::new(std::sync::Mutex::new(
+            replicas.iter().map(|r| r.to_string()).collect(),
+        ));
+        async fn forward(
+            State((replicas, http, upstream)): State<S>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> (StatusCode, HeaderMap, Bytes) {
+            let describe = headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.ends_with(".DescribeTable"));
+            let mut req = http.request(
+                method,
+                format!(
+                    "http://127.0.0.1:{upstream}{}",
+                    uri.path_and_query().map_or("/", |p| p.as_str())
+                ),
+            );
+            for (k, v) in &headers {
+                if k != "host" && k != "content-length" {
+                    req = req.header(k, v);
+                }
+            }
+            let Ok(r) = req.body(body).send().await else {
+                return (StatusCode::BAD_GATEWAY, HeaderMap::new(), Bytes::new());
+            };
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+            let mut h = HeaderMap::new();
+            for (k, v) in r.headers() {
+                // The body may change below: its length and checksum are recomputed or dropped.
+                if k != "content-length"
+                    && k != "transfer-encoding"
+                    && k != "connection"
+                    && k != "x-amz-crc32"
+                {
+                    h.insert(k.clone(), v.clone());
+                }
+            }
+            let bytes = r.bytes().await.unwrap_or_default();
+            if !(describe && status.is_success()) {
+                return (status, h, bytes);
+            }
+            let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                return (status, h, bytes);
+            };
+            let list: Vec<serde_json::Value> = replicas
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| serde_json::json!({ "RegionName": r, "ReplicaStatus": "ACTIVE" }))
+                .collect();
+            if !list.is_empty() {
+                v["Table"]["Replicas"] = serde_json::Value::Array(list);
+            }
+            (status, h, Bytes::from(serde_json::to_vec(&v).unwrap()))
+        }
+        let state: S = (replicas.clone(), reqwest::Client::new(), upstream);
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        GlobalFront {
+            port,
+            replicas,
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The regions DescribeTable lists from now on (none: not a global table).
+    pub fn set_replicas(&self, regions: &[&str]) {
+        *self.replicas.lock().unwrap() = regions.iter().map(|r| r.to_string()).collect();
+    }
+}
+
+impl Drop for GlobalFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -96,6 +96,12 @@ pub fn seed() -> Value {
               "glb_settings": { "target_protocol": "http", "target_port": 80,
                                 "region_priorities": { "nyc1": 1, "sfo3": 2 } } }
         ],
+        "droplets": [
+            { "id": 101, "name": "wp-east-1", "status": "active", "region": "nyc1", "tags": ["wp-east"] },
+            { "id": 102, "name": "wp-east-2", "status": "active", "region": "nyc1", "tags": ["wp-east"] },
+            { "id": 201, "name": "wp-west-1", "status": "active", "region": "sfo3", "tags": ["wp-west"] },
+            { "id": 202, "name": "wp-west-2", "status": "active", "region": "sfo3", "tags": ["wp-west"] }
+        ],
         "domains": { "example.com": [
             { "id": 1001, "type": "A", "name": "www", "data": "192.0.2.10", "ttl": 60 }
         ] }
@@ -150,6 +156,8 @@ pub struct Knobs {
     pub tick: &'static str,
     pub header_timeout: &'static str,
     pub max_connections: usize,
+    /// `[responder.readiness] interval`.
+    pub readiness_interval: &'static str,
 }
 
 impl Default for Knobs {
@@ -173,6 +181,7 @@ impl Default for Knobs {
             tick: "200ms",
             header_timeout: "10s",
             max_connections: 256,
+            readiness_interval: "5m",
         }
     }
 }
@@ -187,6 +196,9 @@ pub struct Replica {
 pub struct Stack {
     pub east: Moto,
     pub west: Moto,
+    /// The responder reaches each region through one of these (east, west): moto as a global
+    /// table's replica, for the readiness rows.
+    pub fronts: Vec<crate::GlobalFront>,
     /// The region holding the replicas' shared state table (replicas > 1 only).
     pub state_store: Option<Moto>,
     /// Replica i's path to the state store, with `Knobs::store_proxies`.
@@ -227,6 +239,10 @@ impl Stack {
         for (m, r) in [(&east, EAST), (&west, WEST)] {
             create_table(&client(r, &m.endpoint()).await, TABLE, true).await;
         }
+        let fronts = vec![
+            crate::GlobalFront::start(east.port, &[EAST, WEST]).await,
+            crate::GlobalFront::start(west.port, &[EAST, WEST]).await,
+        ];
         let fake = Arc::new(FakeDo::start(DO_TOKEN).await.unwrap());
         fake.seed(&seed());
         let (mut notify, inbox) = receiver().await;
@@ -332,6 +348,9 @@ APP_SECTION
 [responder.steps]
 deadline = "{step_deadline}"
 
+[responder.readiness]
+interval = "{readiness_interval}"
+
 [responder.digitalocean]
 api_url = "{do_url}"
 token_file = "{dir}/do.token"
@@ -359,8 +378,8 @@ ttl = 60
 slack_webhook_url_file = "{dir}/slack.url"
 webhook_url = "{notify}/hook"
 AGENTS_SECTION"#,
-            east_ep = east.endpoint(),
-            west_ep = west.endpoint(),
+            east_ep = fronts[0].endpoint(),
+            west_ep = fronts[1].endpoint(),
             dir = d.display(),
             do_url = fake.url(),
             min_interval = knobs.min_interval,
@@ -371,6 +390,7 @@ AGENTS_SECTION"#,
             header_timeout = knobs.header_timeout,
             max_connections = knobs.max_connections,
             tick = knobs.tick,
+            readiness_interval = knobs.readiness_interval,
         );
         let mut proxies = Vec::new();
         if let (true, Some(m)) = (knobs.store_proxies, &state_store) {
@@ -440,6 +460,7 @@ AGENTS_SECTION"#,
         Stack {
             east,
             west,
+            fronts,
             fake,
             inbox,
             dir,
@@ -562,6 +583,21 @@ AGENTS_SECTION"#,
         wait_until(START_LIMIT, "responder to be ready", || {
             let (http, url) = (http.clone(), url.clone());
             async move { http.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        // Its first readiness evaluation (a few reads of everything) is over before the test
+        // goes on, so the test's own faults never meet it halfway.
+        let url = format!("{}/v1/state", self.base_of(i));
+        wait_until(START_LIMIT, "the first readiness evaluation", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let Ok(r) = http.get(&url).bearer_auth(ADMIN_TOKEN).send().await else {
+                    return false;
+                };
+                r.json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["readiness"].is_object())
+            }
         })
         .await;
         exporter
@@ -777,7 +813,14 @@ AGENTS_SECTION"#,
     /// Runs an operator command of the binary against this responder; answers (success, stdout).
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
         // The responder listens on a port of its own choosing: the operator commands are told.
-        let operator = ["status", "failover", "failback", "pause", "resume"];
+        let operator = [
+            "status",
+            "preflight",
+            "failover",
+            "failback",
+            "pause",
+            "resume",
+        ];
         let url = if args.first().is_some_and(|a| operator.contains(a)) {
             vec!["--url".to_string(), self.base()]
         } else {

@@ -419,6 +419,27 @@ async fn drill(a: Args) -> Result<(), String> {
             .join("  "),
         a.dir.display()
     );
+    // Before any drill: the whole failover path, checked read-only, as an operator would.
+    println!("==> readiness of the failover path (dynamo-failover preflight)");
+    let out = tokio::process::Command::new(testkit::binary())
+        .args(["preflight", "--url", &c.stack.base(), "--config"])
+        .arg(c.stack.path("config.toml"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run preflight: {e}"))?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {line}");
+    }
+    if !out.status.success() {
+        return Err(format!(
+            "the failover path is not ready (preflight exited {:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     let mut n = Narrator {
         seen: BTreeSet::new(),
         queue: Vec::new(),
