@@ -6,6 +6,10 @@
 //! 2. Acknowledgement time of 5,000 duplicate webhook deliveries from 50 concurrent senders, and
 //!    the number of transitions they caused (must be exactly one).
 //!
+//! 3. One readiness evaluation (the work of `preflight` and of the responder's periodic check)
+//!    with 3 load balancers, 2 DNS records, 4 droplets and 2 regions x 3 tables: its time and
+//!    its DigitalOcean calls.
+//!
 //! The live check probes two moto regions (the test kit's, at nice 10).
 
 use std::time::{Duration, Instant};
@@ -294,6 +298,7 @@ type = "A"
     );
     println!("transitions caused: {} (must be exactly 1)", after - before);
     let storm_ok = pct(&acks, 0.99) < 5.0 && after - before == 1;
+    readiness(&east_moto, &west_moto, &fake).await;
     println!(
         "\nfloors: {}",
         if overhead_ok && storm_ok {
@@ -307,4 +312,119 @@ type = "A"
     east_moto.stop().await;
     west_moto.stop().await;
     std::process::exit(if overhead_ok && storm_ok { 0 } else { 1 });
+}
+
+/// One readiness evaluation, 20 times: 3 load balancers, 2 DNS records (two domains), 4
+/// droplets, 2 regions x 3 tables, each region behind the test kit's Global Tables front.
+async fn readiness(east: &Moto, west: &Moto, fake: &fake_digitalocean::FakeDo) {
+    let tables = ["wordpress_posts", "wordpress_users", "wordpress_sessions"];
+    for t in &tables[1..] {
+        create_table(&client("us-east-1", &east.endpoint()).await, t, true).await;
+        create_table(&client("us-west-2", &west.endpoint()).await, t, true).await;
+    }
+    for (id, slug, tag) in [
+        (1, "nyc1", "east"),
+        (2, "nyc1", "east"),
+        (3, "sfo3", "west"),
+        (4, "sfo3", "west"),
+    ] {
+        fake.put_droplet(
+            json!({"id": id, "name": format!("wp-{id}"), "region": slug, "tags": [tag]}),
+        );
+    }
+    fake.put_record(
+        "example.org",
+        json!({"id": 8, "type": "A", "name": "@", "data": "192.0.2.1", "ttl": 60}),
+    );
+    let fronts = [
+        testkit::GlobalFront::start(east.port, &["us-east-1", "us-west-2"]).await,
+        testkit::GlobalFront::start(west.port, &["us-east-1", "us-west-2"]).await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    for (f, v) in [("w", TOKEN), ("a", ADMIN), ("do", DO_TOKEN)] {
+        std::fs::write(dir.path().join(f), v).unwrap();
+    }
+    let tables_toml: String = tables
+        .iter()
+        .map(|t| format!("[[table]]\nname = \"{t}\"\n"))
+        .collect();
+    let config = format!(
+        r#"
+[prober]
+id = "bench"
+[[region]]
+name = "us-east-1"
+endpoint = "{east}"
+priority = 1
+digitalocean = {{ slug = "nyc1", droplet_ids = [1, 2], tag = "east", ipv4 = "192.0.2.1" }}
+[[region]]
+name = "us-west-2"
+endpoint = "{west}"
+priority = 2
+digitalocean = {{ slug = "sfo3", droplet_ids = [3, 4], tag = "west", ipv4 = "192.0.2.2" }}
+{tables_toml}
+[responder]
+listen = "127.0.0.1:0"
+state_file = "{d}/state.json"
+webhook_token_file = "{d}/w"
+admin_token_file = "{d}/a"
+[responder.digitalocean]
+api_url = "{do_url}"
+token_file = "{d}/do"
+[[responder.digitalocean.load_balancer]]
+id = "lb-d"
+mode = "droplets"
+[[responder.digitalocean.load_balancer]]
+id = "lb-t"
+mode = "tag"
+[[responder.digitalocean.load_balancer]]
+id = "lb-g"
+mode = "global"
+[[responder.digitalocean.dns_record]]
+domain = "example.com"
+record_id = 7
+type = "A"
+[[responder.digitalocean.dns_record]]
+domain = "example.org"
+record_id = 8
+type = "A"
+"#,
+        east = fronts[0].endpoint(),
+        west = fronts[1].endpoint(),
+        do_url = fake.url()
+    );
+    let config = dynamo_failover::config::Config::parse(&config).expect("readiness bench config");
+    let shared = sdk_config().await;
+    let eval = dynamo_failover::readiness::Evaluator::new(&config, &shared, "bench").unwrap();
+    let mut took = Vec::new();
+    let mut last = None;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = eval
+            .evaluate(
+                dynamo_failover::readiness::Agents::View(Default::default()),
+                &[],
+            )
+            .await;
+        took.push(t.elapsed().as_secs_f64() * 1000.0);
+        last = Some(r);
+    }
+    let r = last.unwrap();
+    took.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "\n## readiness: one evaluation of 3 load balancers, 2 DNS records, 4 droplets, 2 regions x 3 tables ({} rows, {} failing)",
+        r.rows.len(),
+        r.failing().count()
+    );
+    println!(
+        "time: median {:.1} ms, max {:.1} ms over 20; DigitalOcean calls: {} per evaluation ({} an hour at the default 5 min interval)",
+        pct(&took, 0.5),
+        took[took.len() - 1],
+        r.digitalocean_calls,
+        r.digitalocean_calls * 12
+    );
+    for row in r.failing() {
+        println!("  failing: {} {}: {}", row.check, row.target, row.detail);
+    }
 }
