@@ -369,6 +369,9 @@ listen = "127.0.0.1:0"
 state_file = "{d}/state.json"
 webhook_token_file = "{d}/w"
 admin_token_file = "{d}/a"
+[responder.app]
+env_file = "{d}/app.env"
+reload_commands = [["true"]]
 [responder.digitalocean]
 api_url = "{do_url}"
 token_file = "{d}/do"

@@ -635,3 +635,66 @@ async fn a_region_that_is_down_is_not_checked_and_nobody_is_told_about_it() {
         s.inbox.all()
     );
 }
+
+#[tokio::test]
+async fn the_replicas_state_table_is_checked() {
+    let s = Stack::start(Knobs {
+        replicas: 2,
+        readiness_interval: "1h",
+        ..Knobs::default()
+    })
+    .await;
+    let (code, out) = preflight(&s).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        row(&out, "state.table", STATE_TABLE).contains("can hold the replicas' lease"),
+        "{out}"
+    );
+    let cfg = std::fs::read_to_string(s.path("config.toml")).unwrap();
+    let path = s.path("other-table.toml");
+    std::fs::write(&path, cfg.replace(STATE_TABLE, "no-such-state-table")).unwrap();
+    let (code, out) = preflight_with(&s, &path, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(failed(&out, "state.table", "no-such-state-table"), "{out}");
+}
+
+#[tokio::test]
+async fn a_responder_without_aws_credentials_says_so_in_readiness_and_in_its_live_check() {
+    let s = Stack::start(Knobs {
+        no_aws_credentials: true,
+        readiness_interval: "1h",
+        ..Knobs::default()
+    })
+    .await;
+    let st = s.state().await;
+    let creds = st["readiness"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["check"] == "aws.credentials")
+        .cloned()
+        .unwrap();
+    assert_eq!(creds["ok"], false, "{creds}");
+    assert!(
+        creds["detail"].as_str().unwrap().contains("no credentials"),
+        "{creds}"
+    );
+    // An operator's failover: the live check names the missing credentials, not a dead region.
+    let (ok, out) = s.cli(&["failover", "--to", WEST]);
+    assert!(ok, "{out}");
+    wait_until(
+        Duration::from_secs(20),
+        "the rejected target's notice",
+        || async { !s.inbox.titled("failed its live check").is_empty() },
+    )
+    .await;
+    let notice = &s.inbox.titled("failed its live check")[0];
+    assert!(
+        notice["text"]
+            .as_str()
+            .unwrap()
+            .contains("no AWS credentials on this responder"),
+        "{notice}"
+    );
+    assert_eq!(s.state().await["active_region"], EAST);
+}

@@ -17,6 +17,8 @@ use crate::probe::{read, replication, write, ProbeResult, Target};
 
 pub struct ProbeLiveCheck {
     clients: HashMap<String, aws_sdk_dynamodb::Client>,
+    /// To tell "no credentials here" from an IAM refusal when a probe is refused.
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     /// Each region's application checks: a target must pass them too.
     app: HashMap<String, Vec<crate::probe::app::AppCheck>>,
     tables: Vec<TableConfig>,
@@ -49,6 +51,7 @@ impl ProbeLiveCheck {
             .collect();
         Self {
             app,
+            credentials: shared.credentials_provider(),
             clients: config
                 .regions
                 .iter()
@@ -77,6 +80,19 @@ impl ProbeLiveCheck {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .next(crate::clock::unix_micros())
+    }
+
+    /// Why credentials do not resolve here, if they do not.
+    async fn no_credentials(&self) -> Option<String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let Some(p) = &self.credentials else {
+            return Some("no credentials provider is configured".into());
+        };
+        match tokio::time::timeout(self.timeout, p.provide_credentials()).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("the credentials chain did not answer in time".into()),
+        }
     }
 
     async fn bounded(&self, f: impl std::future::Future<Output = ProbeResult>) -> ProbeResult {
@@ -121,7 +137,12 @@ impl LiveCheck for ProbeLiveCheck {
                 .into_iter()
                 .find(|(_, res)| *res != ProbeResult::Success);
             if let Some((what, res)) = failed {
-                let msg = describe(what, &table.name, to, res);
+                let mut msg = describe(what, &table.name, to, res);
+                if res == ProbeResult::AccessDenied {
+                    if let Some(why) = self.no_credentials().await {
+                        msg = format!("no AWS credentials on this responder ({why}); {msg}");
+                    }
+                }
                 if table.required {
                     return Err(msg);
                 }

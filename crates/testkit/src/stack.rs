@@ -158,6 +158,9 @@ pub struct Knobs {
     pub max_connections: usize,
     /// `[responder.readiness] interval`.
     pub readiness_interval: &'static str,
+    /// Start the responders without AWS credentials (none in the environment or files, no
+    /// instance metadata).
+    pub no_aws_credentials: bool,
 }
 
 impl Default for Knobs {
@@ -182,6 +185,7 @@ impl Default for Knobs {
             header_timeout: "10s",
             max_connections: 256,
             readiness_interval: "5m",
+            no_aws_credentials: false,
         }
     }
 }
@@ -220,6 +224,8 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// Every HTTP answer body the tests read, for the secret scan.
     pub answers: Arc<Mutex<Vec<String>>>,
+    /// Responders start without AWS credentials (`Knobs::no_aws_credentials`).
+    pub no_aws_credentials: bool,
 }
 
 pub const STATE_TABLE: &str = "dynamo-failover-state";
@@ -476,6 +482,7 @@ AGENTS_SECTION"#,
                 .collect(),
             http: reqwest::Client::new(),
             answers: Arc::default(),
+            no_aws_credentials: knobs.no_aws_credentials,
             state_store,
             proxies,
             agents: Vec::new(),
@@ -549,11 +556,23 @@ AGENTS_SECTION"#,
         } else {
             format!("config-{i}.toml")
         };
-        let mut child = Command::new(binary())
+        let mut cmd = Command::new(binary());
+        if self.no_aws_credentials {
+            let none = self.path("no-aws");
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env_remove("AWS_PROFILE")
+                .env_remove("AWS_SESSION_TOKEN")
+                .env("AWS_CONFIG_FILE", none.join("config"))
+                .env("AWS_SHARED_CREDENTIALS_FILE", none.join("credentials"))
+                .env("HOME", &none);
+        } else {
+            cmd.env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing");
+        }
+        let mut child = cmd
             .args([role, "--log-format", "json", "--config"])
             .arg(self.path(&config))
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env(
                 "DYNAMO_FAILOVER_LOG",
