@@ -448,6 +448,10 @@ async fn table_rows(
                     format!("table {} does not exist in {region}", table.name),
                     format!("add {region} as a replica of the global table {}", table.name),
                 ),
+                ProbeResult::NoCredentials => (
+                    "DescribeTable not sent: no AWS credentials on this machine (see aws.credentials)".to_string(),
+                    "give this machine AWS credentials (the aws.credentials row says what the chain tried)".to_string(),
+                ),
                 ProbeResult::AccessDenied => (
                     "DescribeTable refused (access_denied)".to_string(),
                     "allow dynamodb:DescribeTable and dynamodb:GetItem on the table to this machine's credentials".to_string(),

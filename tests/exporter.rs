@@ -472,7 +472,7 @@ impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
 }
 
 #[tokio::test]
-async fn missing_credentials_are_named_access_denied_not_a_dead_region() {
+async fn missing_credentials_are_named_no_credentials_not_a_dead_region() {
     let (a, b) = two_regions().await;
     let shared = aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
@@ -494,9 +494,9 @@ async fn missing_credentials_are_named_access_denied_not_a_dead_region() {
         ("prober", "keyless"),
         ("region", "us-east-1"),
         ("operation", "read"),
-        ("result", "access_denied"),
+        ("result", "no_credentials"),
     ];
-    wait_until(Duration::from_secs(10), "an access_denied read", || async {
+    wait_until(Duration::from_secs(10), "a no_credentials read", || async {
         e.value("dynamodb_probe_total", &denied)
             .await
             .unwrap_or(0.0)

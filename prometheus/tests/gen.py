@@ -65,7 +65,7 @@ CUTOFF_MARGIN = 100  # ms the scheduler waits past the probe timeout before it c
 APP_RESULTS = ["success", "timeout", "connect_error", "tls_error", "bad_status", "body_mismatch"]  # src/probe/app.rs
 WARM = 100  # success count of a process already running when a scenario starts
 RESULTS = ["success", "timeout", "connect_error", "throttled", "server_error", "access_denied",
-           "table_not_found", "client_error", "missing_item", "condition_failed"]
+           "no_credentials", "table_not_found", "client_error", "missing_item", "condition_failed"]
 OPS = ["read", "write", "replication"]
 EAST, WEST = "us-east-1", "us-west-2"
 VOTING = ["DynamoDBRegionUnavailable", "DynamoDBRegionOperationFailing", "DynamoDBTableUnavailable"]

@@ -138,7 +138,7 @@ impl LiveCheck for ProbeLiveCheck {
                 .find(|(_, res)| *res != ProbeResult::Success);
             if let Some((what, res)) = failed {
                 let mut msg = describe(what, &table.name, to, res);
-                if res == ProbeResult::AccessDenied {
+                if matches!(res, ProbeResult::AccessDenied | ProbeResult::NoCredentials) {
                     if let Some(why) = self.no_credentials().await {
                         msg = format!("no AWS credentials on this responder ({why}); {msg}");
                     }

@@ -44,8 +44,11 @@ pub enum ProbeResult {
     Throttled,
     /// DynamoDB answered 5xx, or an answer that could not be read.
     ServerError,
-    /// Credentials missing, wrong or not allowed to do this.
+    /// Credentials wrong, expired or not allowed to do this (DynamoDB refused them).
     AccessDenied,
+    /// No credentials resolve on this machine: the standard chain found none, or its provider
+    /// failed. Nothing was sent to DynamoDB.
+    NoCredentials,
     /// The table does not exist in this region.
     TableNotFound,
     /// Any other 4xx: the request itself was refused.
@@ -58,13 +61,14 @@ pub enum ProbeResult {
 }
 
 impl ProbeResult {
-    pub const ALL: [ProbeResult; 10] = [
+    pub const ALL: [ProbeResult; 11] = [
         ProbeResult::Success,
         ProbeResult::Timeout,
         ProbeResult::ConnectError,
         ProbeResult::Throttled,
         ProbeResult::ServerError,
         ProbeResult::AccessDenied,
+        ProbeResult::NoCredentials,
         ProbeResult::TableNotFound,
         ProbeResult::ClientError,
         ProbeResult::MissingItem,
@@ -79,6 +83,7 @@ impl ProbeResult {
             ProbeResult::Throttled => "throttled",
             ProbeResult::ServerError => "server_error",
             ProbeResult::AccessDenied => "access_denied",
+            ProbeResult::NoCredentials => "no_credentials",
             ProbeResult::TableNotFound => "table_not_found",
             ProbeResult::ClientError => "client_error",
             ProbeResult::MissingItem => "missing_item",
@@ -101,7 +106,7 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
 ) -> ProbeResult {
     // No credentials, or a provider that could not load them: ours to fix, not the region's.
     if !matches!(err, SdkError::ServiceError(_)) && credentials_failed(err) {
-        return ProbeResult::AccessDenied;
+        return ProbeResult::NoCredentials;
     }
     match err {
         SdkError::TimeoutError(_) => ProbeResult::Timeout,
@@ -138,6 +143,7 @@ impl ProbeResult {
         matches!(
             self,
             ProbeResult::AccessDenied
+                | ProbeResult::NoCredentials
                 | ProbeResult::TableNotFound
                 | ProbeResult::ClientError
                 | ProbeResult::MissingItem
