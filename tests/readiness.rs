@@ -698,3 +698,62 @@ async fn a_responder_without_aws_credentials_says_so_in_readiness_and_in_its_liv
     );
     assert_eq!(s.state().await["active_region"], EAST);
 }
+
+#[tokio::test]
+async fn an_agent_behind_the_placement_fails_its_row_until_it_applies_it() {
+    let mut s = Stack::start(Knobs {
+        agents: vec![("wp-west-1", WEST)],
+        step_deadline: "30s",
+        readiness_interval: "1h",
+        ..Knobs::default()
+    })
+    .await;
+    s.spawn_agent("wp-west-1").await;
+    wait_until(
+        Duration::from_secs(20),
+        "wp-west-1's acknowledgement",
+        || async { s.state().await["agents"]["wp-west-1"]["ack"]["epoch"] == 0 },
+    )
+    .await;
+    let (code, out) = preflight(&s).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        row(&out, "agents.agent", "wp-west-1").contains("applied epoch 0"),
+        "{out}"
+    );
+    // The agent stops; a failover into its region announces epoch 1 and waits for it.
+    s.kill_agent("wp-west-1").await;
+    assert_eq!(
+        s.alert(&alert_body(EAST, true, "2026-11-29T05:49:00.000Z"))
+            .await
+            .0,
+        200
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the placement of epoch 1",
+        || async { s.state().await["placement"]["epoch"] == 1 },
+    )
+    .await;
+    let (code, out) = preflight(&s).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        failed(&out, "agents.agent", "wp-west-1")
+            && row(&out, "agents.agent", "wp-west-1")
+                .contains("applied epoch 0, the placement is epoch 1"),
+        "{out}"
+    );
+    // Back, it applies the placement and the row passes.
+    s.spawn_agent("wp-west-1").await;
+    wait_until(
+        Duration::from_secs(30),
+        "wp-west-1 to apply epoch 1",
+        || async { s.state().await["agents"]["wp-west-1"]["ack"]["epoch"] == 1 },
+    )
+    .await;
+    let (_, out) = preflight(&s).await;
+    assert!(
+        row(&out, "agents.agent", "wp-west-1").contains("applied epoch 1"),
+        "{out}"
+    );
+}
