@@ -688,6 +688,18 @@ DynamoDBProbeMisconfigured per prober, region and table once it has lasted its w
     out.append(s)
 
     s = Scenario(pf, """
+no_credentials everywhere (no credentials resolve on the probers, nothing reaches DynamoDB): like
+access_denied it never votes, no failover and no ticket; it pages as DynamoDBProbeMisconfigured.
+""", end, probers(pf), [Fault("no_credentials", t0)], regions=(EAST, WEST), ops=OPS)
+    keyless = [misconfigured(p, r, "posts", "no_credentials") for p in "abc" for r in (EAST, WEST)]
+    s.check(window_not_yet)
+    s.check(fired, misconfigured=keyless)
+    s.expr(end, "dynamodb:region:failing_probers", [
+        ('dynamodb:region:failing_probers{region="us-east-1"}', 0), ('dynamodb:region:failing_probers{region="us-west-2"}', 0)])
+    s.never_fired(end)
+    out.append(s)
+
+    s = Scenario(pf, """
 missing_item everywhere: the health item was deleted, and the deletion replicated, so every read
 finds nothing (writes work). It never votes; it pages as a misconfiguration.
 """, end, probers(pf), [Fault("missing_item", t0, ops={"read"})], regions=(EAST, WEST))
