@@ -555,38 +555,10 @@ impl WriteGate {
                     ),
                 );
             }
-            let mut req = http.request(
-                method,
-                format!(
-                    "http://127.0.0.1:{upstream}{}",
-                    uri.path_and_query().map_or("/", |p| p.as_str())
-                ),
-            );
-            for (k, v) in &headers {
-                if k != "host" && k != "content-length" {
-                    req = req.header(k, v);
-                }
-            }
-            match req.body(body).send().await {
-                Ok(r) => {
-                    let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
-                    let mut h = HeaderMap::new();
-                    for (k, v) in r.headers() {
-                        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
-                            h.insert(k.clone(), v.clone());
-                        }
-                    }
-                    (status, h, r.bytes().await.unwrap_or_default())
-                }
-                Err(_) => (StatusCode::BAD_GATEWAY, HeaderMap::new(), Bytes::new()),
-            }
+            pass_to_moto(&http, upstream, method, &uri, &headers, body).await
         }
-        let app = axum::Router::new().fallback(forward).with_state(state);
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
-        });
+        let (port, task) =
+            serve_on_loopback(axum::Router::new().fallback(forward).with_state(state)).await;
         WriteGate { port, refuse, task }
     }
 
@@ -638,34 +610,8 @@ impl GlobalFront {
                 .get("x-amz-target")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|t| t.ends_with(".DescribeTable"));
-            let mut req = http.request(
-                method,
-                format!(
-                    "http://127.0.0.1:{upstream}{}",
-                    uri.path_and_query().map_or("/", |p| p.as_str())
-                ),
-            );
-            for (k, v) in &headers {
-                if k != "host" && k != "content-length" {
-                    req = req.header(k, v);
-                }
-            }
-            let Ok(r) = req.body(body).send().await else {
-                return (StatusCode::BAD_GATEWAY, HeaderMap::new(), Bytes::new());
-            };
-            let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
-            let mut h = HeaderMap::new();
-            for (k, v) in r.headers() {
-                // The body may change below: its length and checksum are recomputed or dropped.
-                if k != "content-length"
-                    && k != "transfer-encoding"
-                    && k != "connection"
-                    && k != "x-amz-crc32"
-                {
-                    h.insert(k.clone(), v.clone());
-                }
-            }
-            let bytes = r.bytes().await.unwrap_or_default();
+            let (status, h, bytes) =
+                pass_to_moto(&http, upstream, method, &uri, &headers, body).await;
             if !(describe && status.is_success()) {
                 return (status, h, bytes);
             }
@@ -684,12 +630,8 @@ impl GlobalFront {
             (status, h, Bytes::from(serde_json::to_vec(&v).unwrap()))
         }
         let state: S = (replicas.clone(), reqwest::Client::new(), upstream);
-        let app = axum::Router::new().fallback(forward).with_state(state);
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(l, app).await;
-        });
+        let (port, task) =
+            serve_on_loopback(axum::Router::new().fallback(forward).with_state(state)).await;
         GlobalFront {
             port,
             replicas,
@@ -711,4 +653,66 @@ impl Drop for GlobalFront {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Sends one request on to the moto server on `upstream` and answers its reply, without the
+/// headers that describe the body's framing or checksum (the caller's server sets its own, and
+/// may change the body); 502 when moto does not answer.
+async fn pass_to_moto(
+    http: &reqwest::Client,
+    upstream: u16,
+    method: axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (
+    axum::http::StatusCode,
+    axum::http::HeaderMap,
+    axum::body::Bytes,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let mut req = http.request(
+        method,
+        format!(
+            "http://127.0.0.1:{upstream}{}",
+            uri.path_and_query().map_or("/", |p| p.as_str())
+        ),
+    );
+    for (k, v) in headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let Ok(r) = req.body(body).send().await else {
+        return (
+            StatusCode::BAD_GATEWAY,
+            HeaderMap::new(),
+            Default::default(),
+        );
+    };
+    let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+    let mut h = HeaderMap::new();
+    for (k, v) in r.headers() {
+        if ![
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "x-amz-crc32",
+        ]
+        .contains(&k.as_str())
+        {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    (status, h, r.bytes().await.unwrap_or_default())
+}
+
+/// Serves `app` on a free loopback port until the task is aborted.
+async fn serve_on_loopback(app: axum::Router) -> (u16, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (port, task)
 }
