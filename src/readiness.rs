@@ -740,6 +740,18 @@ fn local_app_rows(app: &crate::config::responder::AppConfig) -> Vec<Row> {
             "create the directory and give this service write access to it (deploy/README.md)",
         ),
     });
+    if app.read_as_user.is_some() || app.read_as_group.is_some() {
+        rows.push(match readable_by(&real, app) {
+            Ok(detail) => Row::ok("app.env_file_readable", file.clone(), detail),
+            Err(e) => Row::failed(
+                "app.env_file_readable",
+                file.clone(),
+                e,
+                "give the file to the application's group with mode 0640 (chgrp, chmod); \
+                 a rewrite keeps the mode and group",
+            ),
+        });
+    }
     for cmd in &app.reload_commands {
         let Some(prog) = cmd.first() else { continue };
         rows.push(match resolve_executable(prog) {
@@ -757,6 +769,57 @@ fn local_app_rows(app: &crate::config::responder::AppConfig) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// Whether the application, as `read_as_user`/`read_as_group`, may read the env file at `path`.
+/// By the mode bits, as the kernel would decide for that user (ACLs aside): a file not written yet
+/// will be created 0644, readable by anyone.
+fn readable_by(path: &Path, app: &crate::config::responder::AppConfig) -> Result<String, String> {
+    use crate::config::agent::{group_id, user_id};
+    use std::os::unix::fs::MetadataExt;
+    let uid = match &app.read_as_user {
+        Some(u) => Some(user_id(u).ok_or_else(|| format!("no user `{u}` on this machine"))?),
+        None => None,
+    };
+    let gid = match &app.read_as_group {
+        Some(g) => Some(group_id(g).ok_or_else(|| format!("no group `{g}` on this machine"))?),
+        None => None,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok("not written yet; the first write creates it with mode 0644".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mode = meta.mode() & 0o777;
+    // The owner's bits apply to the owner alone, then the group's to its members, then the rest.
+    let bits = if uid == Some(meta.uid()) {
+        mode >> 6
+    } else if gid == Some(meta.gid()) {
+        mode >> 3
+    } else {
+        mode
+    };
+    let who = match (&app.read_as_user, &app.read_as_group) {
+        (Some(u), Some(g)) => format!("{u}:{g}"),
+        (Some(u), None) => u.clone(),
+        (None, Some(g)) => format!(":{g}"),
+        (None, None) => String::new(),
+    };
+    if bits & 0o4 != 0 {
+        Ok(format!(
+            "readable by {who} (mode {mode:04o}, owner {} group {})",
+            meta.uid(),
+            meta.gid()
+        ))
+    } else {
+        Err(format!(
+            "{who} cannot read it (mode {mode:04o}, owner {} group {})",
+            meta.uid(),
+            meta.gid()
+        ))
+    }
 }
 
 /// Whether this process may create files in `dir` (as the env file's atomic write does).

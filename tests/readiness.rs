@@ -174,6 +174,10 @@ async fn a_healthy_path_passes_every_check_and_preflight_exits_0() {
         ("dynamodb.replicas", &format!("{WEST}/{TABLE}")),
         ("dynamodb.health_item", &format!("{WEST}/{TABLE}")),
         ("app.env_file", &s.path("app.env").display().to_string()),
+        (
+            "app.env_file_readable",
+            &s.path("app.env").display().to_string(),
+        ),
         ("app.reload_command", "sh"),
         ("notify.url", "slack"),
         ("notify.url", "webhook"),
@@ -456,6 +460,27 @@ async fn a_missing_env_directory_and_reload_command_fail_their_rows() {
                 .contains("not found in PATH"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn an_env_file_the_application_cannot_read_fails_its_row_until_its_mode_is_fixed() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Stack::start(fast()).await;
+    // The stack's application reads the file as group root, which owns it (the tests run as
+    // root; the check reads the mode bits, not this process's access).
+    let env = s.path("app.env");
+    let chmod =
+        |mode| std::fs::set_permissions(&env, std::fs::Permissions::from_mode(mode)).unwrap();
+    chmod(0o640);
+    broken_then_repaired(
+        &s,
+        "app.env_file_readable",
+        &env.display().to_string(),
+        ":root cannot read it (mode 0600",
+        || chmod(0o600),
+        || chmod(0o640),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -197,14 +197,21 @@ impl AgentConfig {
 
 /// A group's id, by name or as a number, from `/etc/group`.
 pub fn group_id(group: &str) -> Option<u32> {
-    if let Ok(n) = group.parse::<u32>() {
+    id_in("/etc/group", group)
+}
+
+/// A user's id, by name or as a number, from `/etc/passwd`.
+pub fn user_id(user: &str) -> Option<u32> {
+    id_in("/etc/passwd", user)
+}
+
+/// The third field of the line of `name` in a colon-separated database (`name:x:id:...`).
+fn id_in(db: &str, name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse::<u32>() {
         return Some(n);
     }
-    std::fs::read_to_string("/etc/group")
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next()? == group).then(|| f.nth(1)?.parse().ok())?
-        })
+    std::fs::read_to_string(db).ok()?.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+    })
 }

@@ -406,6 +406,12 @@ pub struct AppConfig {
     pub pass_env: Vec<EnvName>,
     #[serde(with = "super::duration_text", default = "AppConfig::command_timeout")]
     pub command_timeout: Duration,
+    /// The user and group the application reads the env file as (names or ids). Readiness checks
+    /// the file is readable by them; the write itself keeps the file's mode, owner and group.
+    #[serde(default)]
+    pub read_as_user: Option<String>,
+    #[serde(default)]
+    pub read_as_group: Option<String>,
 }
 
 impl AppConfig {

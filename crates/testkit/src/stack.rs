@@ -428,7 +428,7 @@ AGENTS_SECTION"#,
                 format!(
                     "[responder.app]\nenv_file = \"{dir}/app.env\"\n\
                      reload_commands = [[\"sh\", \"-c\", \"echo \\\"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\\\" >> {dir}/reloads{slow}\"]]\n\
-                     command_timeout = \"5s\"\n\n",
+                     command_timeout = \"5s\"\nread_as_group = \"root\"\n\n",
                     dir = d.display(),
                     slow = slow,
                 )
