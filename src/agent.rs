@@ -305,8 +305,11 @@ impl Agent {
     }
 }
 
-/// reqwest's error text without the URL.
+/// reqwest's error text without the URL (what to do about it, when TLS was the reason).
 fn without_url(e: &reqwest::Error) -> String {
+    if let Some(t) = crate::tls::explain(e) {
+        return t;
+    }
     let mut s = e.to_string();
     if let Some(u) = e.url() {
         s = s.replace(&format!(" for url ({u})"), "");
@@ -331,15 +334,25 @@ pub async fn run(
     let registry = Registry::new();
     crate::metrics::register_common(&registry).context("registering build metrics")?;
     let metrics = Metrics::register(&registry, &cfg.name).context("registering agent metrics")?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(cfg.request_timeout)
-        .user_agent(format!(
-            "dynamo-failover-agent/{} ({})",
-            env!("CARGO_PKG_VERSION"),
-            cfg.name
-        ))
-        .build()
-        .context("building the HTTP client")?;
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::ServerTls::load("agent", t, Some(&registry)))
+        .transpose()?;
+    let http = crate::tls::client(
+        reqwest::Client::builder()
+            .connect_timeout(cfg.request_timeout)
+            .user_agent(format!(
+                "dynamo-failover-agent/{} ({})",
+                env!("CARGO_PKG_VERSION"),
+                cfg.name
+            )),
+        &cfg.responder_tls,
+        crate::tls::Roots::BundleOnly,
+    )
+    .context("[agent.responder_tls]")?
+    .build()
+    .context("building the HTTP client")?;
     let mut applied = read_applied(&cfg)?;
     if let Some(e) = applied.epoch {
         metrics.applied_epoch.set(e as i64);
@@ -362,6 +375,7 @@ pub async fn run(
         app,
         crate::http::serve::Limits::default(),
         None,
+        tls,
         shutdown.clone(),
     ));
     let mut agent = Agent {

@@ -184,12 +184,18 @@ pub struct ProberConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ExporterConfig {
     pub listen: SocketAddr,
+    /// `[exporter.tls]`: `/metrics` over HTTPS (Prometheus with `scheme: https`).
+    pub tls: Option<types::ServerTls>,
+    /// Plain HTTP on a non-loopback `listen` (refused unless set).
+    pub allow_plain_http: bool,
 }
 
 impl Default for ExporterConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            tls: None,
+            allow_plain_http: false,
         }
     }
 }
@@ -453,6 +459,13 @@ impl RawConfig {
             });
         }
 
+        crate::tls::check_listener(
+            "exporter",
+            self.exporter.listen,
+            self.exporter.tls.as_ref(),
+            self.exporter.allow_plain_http,
+        )
+        .map_err(|e| invalid("exporter.listen", e))?;
         let responder = self
             .responder
             .map(|r| r.validate(&regions, secrets))

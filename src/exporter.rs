@@ -25,6 +25,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
     register_common(&registry).context("registering build and process metrics")?;
+    let tls = config
+        .exporter
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::ServerTls::load("exporter", t, Some(&registry)))
+        .transpose()?;
     let mut operations = Vec::new();
     let p = config.prober.probes;
     if p.read {
@@ -97,6 +103,7 @@ pub async fn run(
         app,
         crate::http::serve::Limits::default(),
         None,
+        tls,
         shutdown.clone(),
     )
     .await

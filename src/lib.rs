@@ -62,3 +62,4 @@ pub mod readiness;
 pub mod responder;
 pub mod secret;
 pub mod shutdown;
+pub mod tls;

@@ -91,9 +91,38 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ClientArgs {
-    /// The responder's base URL (default: http:// and responder.listen from the config).
+    /// The responder's base URL (default: responder.listen from the config, https:// when it
+    /// has [responder.tls]).
     #[arg(long)]
     url: Option<String>,
+    /// PEM CA bundle that signed the responder's certificate; only it is trusted (default: the
+    /// system roots).
+    #[arg(long, env = "DYNAMO_FAILOVER_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate to present (a responder with client_ca_file requires one).
+    #[arg(long, env = "DYNAMO_FAILOVER_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// PEM key of --cert-file.
+    #[arg(long, env = "DYNAMO_FAILOVER_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Send the admin token over plain HTTP to another machine (something else encrypts the
+    /// path). Without it such a URL is refused.
+    #[arg(long)]
+    allow_plain_http: bool,
+}
+
+impl ClientArgs {
+    fn target(self) -> operator::Target {
+        operator::Target {
+            url: self.url,
+            tls: dynamo_failover::config::types::ClientTls {
+                ca_file: self.ca_file,
+                cert_file: self.cert_file,
+                key_file: self.key_file,
+            },
+            allow_plain_http: self.allow_plain_http,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -126,7 +155,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(operator::preflight(config, c.url)) {
+            match rt.block_on(operator::preflight(config, c.target())) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {
@@ -135,15 +164,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status(c) => run(operator::call(config, c.url, operator::Action::Status)),
+        Command::Status(c) => run(operator::call(config, c.target(), operator::Action::Status)),
         Command::Failover { to, client: c } => run(operator::call(
             config,
-            c.url,
+            c.target(),
             operator::Action::Failover(to),
         )),
-        Command::Failback(c) => run(operator::call(config, c.url, operator::Action::Failback)),
-        Command::Pause(c) => run(operator::call(config, c.url, operator::Action::Pause)),
-        Command::Resume(c) => run(operator::call(config, c.url, operator::Action::Resume)),
+        Command::Failback(c) => run(operator::call(
+            config,
+            c.target(),
+            operator::Action::Failback,
+        )),
+        Command::Pause(c) => run(operator::call(config, c.target(), operator::Action::Pause)),
+        Command::Resume(c) => run(operator::call(config, c.target(), operator::Action::Resume)),
         Command::Agent { .. } => unreachable!("handled above: the agent has its own config"),
         Command::AgentToken { name } => {
             let Some(agents) = config.responder.as_ref().and_then(|r| r.agents.as_ref()) else {
@@ -234,10 +267,63 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             println!("#   {e}");
         }
     }
+    let mut tls = Vec::new();
+    if let Some(t) = &config.exporter.tls {
+        tls.push(("exporter.tls", TlsFiles::Server(t.clone())));
+    }
+    if let Some(r) = &config.responder {
+        if let Some(t) = &r.tls {
+            tls.push(("responder.tls", TlsFiles::Server(t.clone())));
+        }
+        tls.push((
+            "responder.outbound_tls",
+            TlsFiles::Client(r.outbound_tls.clone()),
+        ));
+    }
+    if !check_tls(&tls) {
+        return ExitCode::from(2);
+    }
     match run(check_state_table(config)) {
         ExitCode::SUCCESS => ExitCode::SUCCESS,
         _ => ExitCode::from(2),
     }
+}
+
+enum TlsFiles {
+    Server(dynamo_failover::config::types::ServerTls),
+    Client(dynamo_failover::config::types::ClientTls),
+}
+
+/// Each section's TLS files, as the role would load them: readable, parseable, the key matching
+/// the certificate, valid now (with the days left). Unreadable files are listed, like secrets;
+/// a file that reads but is wrong fails the check.
+fn check_tls(sections: &[(&str, TlsFiles)]) -> bool {
+    use dynamo_failover::tls::{check_client_files, check_server_files, now_unix, FileCheck};
+    let now = now_unix();
+    let mut good = true;
+    for (section, files) in sections {
+        let said = match files {
+            TlsFiles::Server(t) => check_server_files(t, now),
+            TlsFiles::Client(t) if *t == Default::default() => continue,
+            TlsFiles::Client(t) => check_client_files(t, now),
+        };
+        match said {
+            FileCheck::Good(line) => println!("# [{section}] {line}"),
+            FileCheck::Unreadable(files) => {
+                println!(
+                    "# [{section}] could not be read here (the role needs them where it runs):"
+                );
+                for f in files {
+                    println!("#   {f}");
+                }
+            }
+            FileCheck::Bad(e) => {
+                eprintln!("dynamo-failover: [{section}] {e}");
+                good = false;
+            }
+        }
+    }
+    good
 }
 
 /// With the DynamoDB state store, check-config also checks the table can hold a lease.
@@ -330,7 +416,18 @@ fn agent(path: &std::path::Path, check: bool) -> ExitCode {
     if check {
         println!("# {} is valid; effective settings:", path.display());
         print!("{}", cfg.to_pretty());
-        return ExitCode::SUCCESS;
+        let mut tls = vec![(
+            "agent.responder_tls",
+            TlsFiles::Client(cfg.responder_tls.clone()),
+        )];
+        if let Some(t) = &cfg.tls {
+            tls.push(("agent.tls", TlsFiles::Server(t.clone())));
+        }
+        return if check_tls(&tls) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        };
     }
     run_on(Runtime::OneThread, async move {
         use anyhow::Context;

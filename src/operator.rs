@@ -2,6 +2,7 @@
 //! responder's admin API, printed as readable tables.
 
 use anyhow::{bail, Context};
+use dynamo_failover::config::types::ClientTls;
 use dynamo_failover::config::Config;
 use serde_json::Value;
 
@@ -13,15 +14,47 @@ pub enum Action {
     Resume,
 }
 
-pub async fn call(config: Config, url: Option<String>, action: Action) -> anyhow::Result<()> {
+/// How the operator commands reach the responder: its URL and the TLS settings of the call.
+pub struct Target {
+    pub url: Option<String>,
+    pub tls: ClientTls,
+    pub allow_plain_http: bool,
+}
+
+impl Target {
+    /// The base URL (the config's listener by default) and a client that verifies it. The admin
+    /// token is never sent in cleartext to another machine unless asked for.
+    fn connect(
+        &self,
+        r: &dynamo_failover::config::responder::ResponderConfig,
+    ) -> anyhow::Result<(String, reqwest::Client)> {
+        let base = self.url.clone().unwrap_or_else(|| r.local_url());
+        let base = base.trim_end_matches('/').to_string();
+        if dynamo_failover::tls::cleartext_off_machine(&base) && !self.allow_plain_http {
+            bail!(
+                "{base} is plain HTTP to another machine: the admin token would cross the network \
+                 in cleartext. Use https:// (the responder's [responder.tls]), or pass \
+                 --allow-plain-http if something else encrypts the path"
+            );
+        }
+        self.tls
+            .check("--cert-file/--key-file")
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let http = dynamo_failover::tls::client(
+            reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)),
+            &self.tls,
+            dynamo_failover::tls::Roots::BundleOnly,
+        )?
+        .build()?;
+        Ok((base, http))
+    }
+}
+
+pub async fn call(config: Config, target: Target, action: Action) -> anyhow::Result<()> {
     let r = config.responder.as_ref().context(
         "the config has no [responder] section (needed for its address and admin token)",
     )?;
-    let base = url.unwrap_or_else(|| format!("http://{}", r.listen));
-    let base = base.trim_end_matches('/');
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()?;
+    let (base, http) = target.connect(r)?;
     let req = match &action {
         Action::Status => http.get(format!("{base}/v1/state")),
         Action::Failover(to) => http
@@ -35,7 +68,12 @@ pub async fn call(config: Config, url: Option<String>, action: Action) -> anyhow
         .bearer_auth(r.admin_token.expose())
         .send()
         .await
-        .with_context(|| format!("cannot reach the responder at {base}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the responder at {base}: {}",
+                dynamo_failover::tls::describe(&e)
+            )
+        })?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -210,18 +248,14 @@ fn print_readiness(r: &Value) {
 
 /// `preflight`: every readiness check once, read-only. The agents' rows need the responder's
 /// view, asked over its admin API.
-pub async fn preflight(config: Config, url: Option<String>) -> anyhow::Result<bool> {
+pub async fn preflight(config: Config, target: Target) -> anyhow::Result<bool> {
     use dynamo_failover::readiness::{Agents, AgentsView, Evaluator};
     let shared = dynamo_failover::aws::load_shared().await;
     // The responder's state, when it answers: the agents' view, and which regions are down.
     let mut down = Vec::new();
     let agents = match config.responder.as_ref() {
         Some(r) => {
-            let base = url.unwrap_or_else(|| format!("http://{}", r.listen));
-            let base = base.trim_end_matches('/').to_string();
-            let http = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .build()?;
+            let (base, http) = target.connect(r)?;
             let got = http
                 .get(format!("{base}/v1/state"))
                 .bearer_auth(r.admin_token.expose())
@@ -249,7 +283,10 @@ pub async fn preflight(config: Config, url: Option<String>) -> anyhow::Result<bo
                     "the responder at {base} answered {}",
                     resp.status().as_u16()
                 )),
-                Err(_) => Agents::Unavailable(format!("cannot reach the responder at {base}")),
+                Err(e) => Agents::Unavailable(format!(
+                    "cannot reach the responder at {base}: {}",
+                    dynamo_failover::tls::describe(&e)
+                )),
             }
         }
         None => Agents::View(AgentsView::default()),

@@ -251,17 +251,26 @@ impl Evaluator {
         if let Ok(v) = reqwest::header::HeaderValue::from_str(&replica) {
             headers.insert(crate::adapters::digitalocean::REPLICA_HEADER, v);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // Never a URL from an answer: the token goes only where the config says.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(format!(
-                "dynamo-failover/{} ({who}, read-only; replica {replica})",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()?;
+        let outbound = config
+            .responder
+            .as_ref()
+            .map(|r| r.outbound_tls.clone())
+            .unwrap_or_default();
+        let http = crate::tls::client(
+            reqwest::Client::builder(),
+            &outbound,
+            crate::tls::Roots::SystemAndBundle,
+        )?
+        .default_headers(headers)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        // Never a URL from an answer: the token goes only where the config says.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(format!(
+            "dynamo-failover/{} ({who}, read-only; replica {replica})",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()?;
         Ok(Evaluator {
             config: config.clone(),
             http,

@@ -40,8 +40,10 @@ pub fn steps(config: &Config) -> anyhow::Result<Vec<Arc<dyn Step>>> {
         steps.push(Arc::new(app_config::AppConfigStep::new(app, names)));
     }
     if let Some(d) = &r.digitalocean {
-        let client =
-            Arc::new(digitalocean::DoClient::new(d).context("building the DigitalOcean client")?);
+        let client = Arc::new(
+            digitalocean::DoClient::new(d, &r.outbound_tls)
+                .context("building the DigitalOcean client")?,
+        );
         for lb in &d.load_balancers {
             steps.push(Arc::new(digitalocean::LoadBalancerStep::new(
                 client.clone(),
@@ -198,6 +200,11 @@ pub async fn run(
     let command_timeout = r.app.as_ref().map_or(Duration::ZERO, |a| a.command_timeout);
     let grace = request_timeout.max(command_timeout) + Duration::from_secs(1);
     let registry = Registry::new();
+    let tls = r
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::ServerTls::load("responder", t, Some(&registry)))
+        .transpose()?;
     register_common(&registry).context("registering build and process metrics")?;
     let regions: Vec<String> = config.regions.iter().map(|x| x.name.clone()).collect();
     let steps = steps(&config)?;
@@ -241,7 +248,8 @@ pub async fn run(
         let replica = ha.as_ref().map_or("single", |h| h.replica.as_str());
         check_fresh_start(&steps, &config.regions[0].name, replica).await?;
     }
-    let notifiers: Vec<Arc<dyn Notifier>> = notify::from_config(&r.notify)
+    let notifiers: Vec<Arc<dyn Notifier>> = notify::from_config(&r.notify, &r.outbound_tls)
+        .context("building the notifiers ([responder.outbound_tls])")?
         .into_iter()
         .map(Arc::from)
         .collect();
@@ -253,12 +261,12 @@ pub async fn run(
         lag: r
             .prometheus_url
             .as_deref()
-            .map(|u| Arc::new(prom::PrometheusLag::new(u)) as Arc<dyn crate::ports::LagSource>),
+            .map(|u| prom::PrometheusLag::new(u, &r.outbound_tls))
+            .transpose()
+            .context("building the Prometheus client ([responder.outbound_tls])")?
+            .map(|p| Arc::new(p) as Arc<dyn crate::ports::LagSource>),
         links: Links {
-            responder: r
-                .public_url
-                .clone()
-                .or_else(|| Some(format!("http://{}", r.listen))),
+            responder: r.public_url.clone().or_else(|| Some(r.local_url())),
             prometheus: r.prometheus_url.clone(),
         },
         policy: policy.clone(),
@@ -352,6 +360,7 @@ pub async fn run(
             max_connections: r.max_connections,
         },
         Some(conn_metrics),
+        tls,
         shutdown.clone(),
     )
     .await

@@ -43,11 +43,18 @@ pub const REPLICA_HEADER: &str = "x-dynamo-failover-replica";
 pub const EPOCH_HEADER: &str = "x-dynamo-failover-epoch";
 
 impl DoClient {
-    pub fn new(c: &DigitalOceanConfig) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(c.request_timeout)
-            .connect_timeout(c.request_timeout)
-            .build()?;
+    pub fn new(
+        c: &DigitalOceanConfig,
+        tls: &crate::config::types::ClientTls,
+    ) -> anyhow::Result<Self> {
+        let http = crate::tls::client(
+            reqwest::Client::builder()
+                .timeout(c.request_timeout)
+                .connect_timeout(c.request_timeout),
+            tls,
+            crate::tls::Roots::SystemAndBundle,
+        )?
+        .build()?;
         Ok(Self {
             http,
             base: c.api_url.clone(),

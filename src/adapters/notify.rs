@@ -8,11 +8,16 @@ use crate::config::responder::NotifyConfig;
 use crate::ports::{Message, Notifier};
 use crate::secret::Secret;
 
-fn client(timeout: std::time::Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .unwrap_or_default()
+fn client(
+    timeout: std::time::Duration,
+    tls: &crate::config::types::ClientTls,
+) -> anyhow::Result<reqwest::Client> {
+    Ok(crate::tls::client(
+        reqwest::Client::builder().timeout(timeout),
+        tls,
+        crate::tls::Roots::SystemAndBundle,
+    )?
+    .build()?)
 }
 
 async fn post(req: reqwest::RequestBuilder) -> Result<(), String> {
@@ -66,21 +71,24 @@ impl Notifier for Webhook {
     }
 }
 
-/// The notifiers the config asks for.
-pub fn from_config(c: &NotifyConfig) -> Vec<Box<dyn Notifier>> {
+/// The notifiers the config asks for, verifying servers as `tls` says.
+pub fn from_config(
+    c: &NotifyConfig,
+    tls: &crate::config::types::ClientTls,
+) -> anyhow::Result<Vec<Box<dyn Notifier>>> {
     let mut out: Vec<Box<dyn Notifier>> = Vec::new();
     if let Some(url) = &c.slack_webhook_url {
         out.push(Box::new(Slack {
-            http: client(c.timeout),
+            http: client(c.timeout, tls)?,
             url: url.clone(),
         }));
     }
     if let Some(url) = &c.webhook_url {
         out.push(Box::new(Webhook {
-            http: client(c.timeout),
+            http: client(c.timeout, tls)?,
             url: url.clone(),
             token: c.webhook_token.clone(),
         }));
     }
-    out
+    Ok(out)
 }

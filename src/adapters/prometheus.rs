@@ -11,14 +11,16 @@ pub struct PrometheusLag {
 }
 
 impl PrometheusLag {
-    pub fn new(base: &str) -> Self {
-        Self {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(2))
-                .build()
-                .unwrap_or_default(),
+    pub fn new(base: &str, tls: &crate::config::types::ClientTls) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: crate::tls::client(
+                reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)),
+                tls,
+                crate::tls::Roots::SystemAndBundle,
+            )?
+            .build()?,
             base: base.to_string(),
-        }
+        })
     }
 }
 

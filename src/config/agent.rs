@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::responder::check_commands;
-use super::types::{Dur, EnvName, HttpUrl};
+use super::types::{ClientTls, Dur, EnvName, HttpUrl, ServerTls};
 use super::{invalid, ConfigError, SecretSource};
 use crate::secret::Secret;
 
@@ -42,6 +42,9 @@ struct RawAgent {
     responders: Vec<HttpUrl>,
     token_file: Option<String>,
     listen: SocketAddr,
+    tls: Option<ServerTls>,
+    allow_plain_http: bool,
+    responder_tls: ClientTls,
     poll_wait: Dur,
     request_timeout: Dur,
     env_file: PathBuf,
@@ -60,6 +63,9 @@ impl Default for RawAgent {
             responders: Vec::new(),
             token_file: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 9466)),
+            tls: None,
+            allow_plain_http: false,
+            responder_tls: ClientTls::default(),
             poll_wait: Dur::secs(30),
             request_timeout: Dur::secs(5),
             env_file: PathBuf::new(),
@@ -82,6 +88,11 @@ pub struct AgentConfig {
     pub token: Secret,
     /// `/metrics` and `/healthz`.
     pub listen: SocketAddr,
+    /// `[agent.tls]`: `/metrics` and `/healthz` over HTTPS.
+    pub tls: Option<ServerTls>,
+    /// `[agent.responder_tls]`: the CA that signed the responders' certificates (only it is
+    /// trusted when set; the system roots otherwise), and this agent's client certificate.
+    pub responder_tls: ClientTls,
     /// How long one placement request waits for a change before it is answered anyway.
     #[serde(with = "super::duration_text")]
     pub poll_wait: Duration,
@@ -157,6 +168,27 @@ impl AgentConfig {
             )),
         };
         check_commands("agent", &a.reload_commands, &a.pass_env)?;
+        crate::tls::check_listener("agent", a.listen, a.tls.as_ref(), a.allow_plain_http)
+            .map_err(|e| invalid("agent.listen", e))?;
+        a.responder_tls
+            .check("agent.responder_tls")
+            .map_err(|e| invalid("agent.responder_tls", e))?;
+        if !a.allow_plain_http {
+            if let Some(u) = a
+                .responders
+                .iter()
+                .find(|u| crate::tls::cleartext_off_machine(u.as_str()))
+            {
+                return Err(invalid(
+                    "agent.responders",
+                    format!(
+                        "{u} is plain HTTP to another machine: the agent's token would cross the \
+                         network in cleartext. Use https:// (the responder's [responder.tls]), or \
+                         set agent.allow_plain_http = true if something else encrypts the path"
+                    ),
+                ));
+            }
+        }
         if a.poll_wait.0 > Duration::from_secs(300) || a.poll_wait.0 < Duration::from_secs(1) {
             return Err(invalid("agent.poll_wait", "must be between 1s and 5m"));
         }
@@ -174,6 +206,8 @@ impl AgentConfig {
             responders: a.responders.iter().map(|u| u.to_string()).collect(),
             token,
             listen: a.listen,
+            tls: a.tls,
+            responder_tls: a.responder_tls,
             poll_wait: a.poll_wait.0,
             request_timeout: a.request_timeout.0,
             env_file: a.env_file,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{Dur, EnvName, HttpUrl, OnNoHealthyTarget};
+use super::types::{ClientTls, Dur, EnvName, HttpUrl, OnNoHealthyTarget, ServerTls};
 pub use super::types::{LbMode, RecordType};
 use super::{invalid, ConfigError, RegionConfig};
 use crate::secret::Secret;
@@ -45,6 +45,9 @@ pub const MIN_TOKEN_BYTES: usize = 16;
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawResponder {
     listen: SocketAddr,
+    tls: Option<ServerTls>,
+    allow_plain_http: bool,
+    outbound_tls: ClientTls,
     state_file: Option<PathBuf>,
     state: Option<RawState>,
     max_body_bytes: usize,
@@ -70,6 +73,9 @@ impl Default for RawResponder {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            tls: None,
+            allow_plain_http: false,
+            outbound_tls: ClientTls::default(),
             state_file: None,
             state: None,
             max_body_bytes: 1024 * 1024,
@@ -248,6 +254,12 @@ pub struct RegionDigitalOcean {
 #[derive(Debug, Clone, Serialize)]
 pub struct ResponderConfig {
     pub listen: SocketAddr,
+    /// `[responder.tls]`: the webhook, admin and agents' API over HTTPS.
+    pub tls: Option<ServerTls>,
+    /// `[responder.outbound_tls]`: how the responder verifies the servers it calls
+    /// (DigitalOcean, Prometheus, notifications: the system roots plus `ca_file`) and the client
+    /// certificate it presents when one is asked for.
+    pub outbound_tls: ClientTls,
     pub store: StoreConfig,
     pub max_body_bytes: usize,
     pub public_url: Option<String>,
@@ -276,6 +288,23 @@ pub struct ResponderConfig {
     pub digitalocean: Option<DigitalOceanConfig>,
     pub notify: NotifyConfig,
     pub agents: Option<AgentsConfig>,
+}
+
+impl ResponderConfig {
+    /// This machine's URL of the listener: https with `[responder.tls]`, and a wildcard address
+    /// reached through loopback.
+    pub fn local_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+            });
+        }
+        format!("{scheme}://{addr}")
+    }
 }
 
 /// `[responder.agents]`, validated.
@@ -719,8 +748,20 @@ impl RawResponder {
             timeout: n.timeout.map_or(Duration::from_secs(5), |d| d.0),
         };
 
+        crate::tls::check_listener(
+            "responder",
+            self.listen,
+            self.tls.as_ref(),
+            self.allow_plain_http,
+        )
+        .map_err(|e| invalid("responder.listen", e))?;
+        self.outbound_tls
+            .check("responder.outbound_tls")
+            .map_err(|e| invalid("responder.outbound_tls", e))?;
         Ok(ResponderConfig {
             listen: self.listen,
+            tls: self.tls,
+            outbound_tls: self.outbound_tls,
             store,
             max_body_bytes: self.max_body_bytes,
             public_url: self.public_url.map(|u| u.to_string()),

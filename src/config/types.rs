@@ -207,3 +207,47 @@ impl<'de> Deserialize<'de> for EnvName {
         EnvName::parse(&String::deserialize(d)?).map_err(de::Error::custom)
     }
 }
+
+/// `[<role>.tls]`: the listener speaks TLS with this certificate. The files are read at start and
+/// again whenever they change (certificate rotation needs no restart).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM: the certificate first, then its intermediates.
+    pub cert_file: std::path::PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+    /// PEM: the CAs whose client certificates are accepted. Set, every client must present one
+    /// (mutual TLS); the tokens are still required.
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
+}
+
+/// How a client verifies the servers it calls and which certificate it presents.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM: the CAs to trust (see each use for whether they replace or join the system roots).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM: the client certificate to present when a server asks (mutual TLS), and its key.
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl ClientTls {
+    /// Both halves of the client certificate, or neither.
+    pub fn check(&self, section: &str) -> Result<(), String> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err(format!(
+                "{section}.cert_file is set but {section}.key_file is not"
+            )),
+            (None, Some(_)) => Err(format!(
+                "{section}.key_file is set but {section}.cert_file is not"
+            )),
+            _ => Ok(()),
+        }
+    }
+}

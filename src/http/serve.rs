@@ -9,6 +9,9 @@
 //! - Bodies are bounded by the handlers (size, and the time to arrive), and requests that need a
 //!   token are refused before any body byte is read ([`super::responder`]).
 //!
+//! - **TLS** when the role has a certificate ([`crate::tls::ServerTls`]): the handshake runs in
+//!   the connection's own task, after its slot is taken, and must finish within `header_timeout`.
+//!
 //! On shutdown the listener stops accepting, open connections finish the request in progress
 //! and close, and the loop returns once they have (or after `drain`).
 
@@ -25,6 +28,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::shutdown::Shutdown;
+use crate::tls::ServerTls;
 
 /// What one listener allows.
 #[derive(Debug, Clone, Copy)]
@@ -55,12 +59,13 @@ pub struct ConnMetrics {
 /// How long a shutdown waits for open connections to finish their request.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until `shutdown` fires.
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     metrics: Option<ConnMetrics>,
+    tls: Option<Arc<ServerTls>>,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -98,23 +103,23 @@ pub async fn serve(
                 .map_request(|r: hyper::Request<Incoming>| r.map(axum::body::Body::new)),
         );
         let metrics = metrics.clone();
-        let mut stop = shutdown.clone();
+        let stop = shutdown.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             let _slot = slot;
             if let Some(m) = &metrics {
                 m.open.inc();
             }
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.wait() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+            match tls {
+                None => serve_connection(TokioIo::new(stream), svc, limits, stop).await,
+                Some(tls) => {
+                    let acceptor = tls.acceptor();
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => serve_connection(TokioIo::new(s), svc, limits, stop).await,
+                        Ok(Err(e)) => tls.handshake_failed(&e.to_string()),
+                        Err(_) => tls.handshake_failed("no handshake within header_timeout"),
+                    }
                 }
             }
             if let Some(m) = &metrics {
@@ -125,4 +130,27 @@ pub async fn serve(
     drop(listener);
     let _ = tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
     Ok(())
+}
+
+/// One connection's requests, until it closes or a shutdown lets its request in progress end.
+async fn serve_connection<I, S>(io: I, svc: S, limits: Limits, mut stop: Shutdown)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.wait() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

@@ -1,0 +1,701 @@
+//! TLS on every listener and on the clients that call them, with rustls and the aws-lc-rs
+//! provider (the one the AWS SDK already links).
+//!
+//! - **Listeners** ([`ServerTls`]): a certificate and key from PEM files, TLS 1.2 and 1.3 only,
+//!   and with `client_ca_file` a client certificate required (mutual TLS). The files are stat'ed
+//!   at most once a second, on new connections: a rotated certificate (an ACME client renewing
+//!   it, an operator replacing it) is served from the next connection on, without a restart. A
+//!   rotation that does not load (a key that does not match yet, half-written files) keeps the
+//!   last good certificate and says why; it is tried again until it loads.
+//! - **Clients** ([`client`]): verify the server against the system roots or a CA bundle and
+//!   present a client certificate when configured. There is no switch to turn verification off.
+//! - **Plain HTTP** stays for loopback; a listener on any other address needs TLS, or the config
+//!   saying so explicitly ([`check_listener`]).
+//! - [`inspect`] reads a listener's files the way start-up does, for `check-config`: parses them,
+//!   checks the key matches the certificate and says how many days it has left.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::config::types::{ClientTls, ServerTls as ServerTlsConfig};
+
+/// How often the files are looked at for a rotation (on a new connection, not on a timer).
+const RECHECK: Duration = Duration::from_secs(1);
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A plain listener is for loopback; anywhere else the tokens would cross the network in
+/// cleartext, so it needs TLS or `allow_plain_http = true` (something else encrypts the path).
+pub fn check_listener(
+    section: &str,
+    listen: SocketAddr,
+    tls: Option<&ServerTlsConfig>,
+    allow_plain_http: bool,
+) -> Result<(), String> {
+    if tls.is_none() && !listen.ip().is_loopback() && !allow_plain_http {
+        return Err(format!(
+            "{listen} is not a loopback address and [{section}.tls] is not set: its tokens would \
+             cross the network in cleartext. Configure [{section}.tls] (cert_file, key_file), or \
+             set {section}.allow_plain_http = true if something else encrypts the path (a TLS \
+             proxy on this machine, a VPN)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `url` is plain HTTP to anything but this machine (a token sent there is readable on
+/// the way).
+pub fn cleartext_off_machine(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    u.scheme() == "http"
+        && match u.host() {
+            Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d != "localhost",
+            None => true,
+        }
+}
+
+/// What [`inspect`] found in a listener's files.
+#[derive(Debug, Clone)]
+pub struct CertSummary {
+    /// The certificate's notAfter, in Unix seconds.
+    pub not_after: i64,
+    pub not_before: i64,
+    /// Certificates in the chain file.
+    pub chain_len: usize,
+    /// CAs in the client CA file, when mutual TLS is on.
+    pub client_cas: Option<usize>,
+}
+
+impl CertSummary {
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+
+    /// One line for people: valid how long, or expired since when.
+    pub fn describe(&self, now: i64) -> String {
+        let mtls = match self.client_cas {
+            Some(n) => format!("; client certificates required ({n} CA(s))"),
+            None => String::new(),
+        };
+        if self.not_after <= now {
+            format!(
+                "EXPIRED {} day(s) ago (notAfter {}){mtls}",
+                (now - self.not_after).div_euclid(86_400),
+                unix_text(self.not_after)
+            )
+        } else if self.not_before > now {
+            format!("not valid before {}{mtls}", unix_text(self.not_before))
+        } else {
+            format!(
+                "valid for {} more day(s) (notAfter {}){mtls}",
+                self.days_left(now),
+                unix_text(self.not_after)
+            )
+        }
+    }
+}
+
+fn unix_text(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reads the listener's files as start-up does: parses them, checks the key matches the
+/// certificate; the error names the file and what is wrong with it.
+pub fn inspect(files: &ServerTlsConfig) -> Result<CertSummary, String> {
+    build(files).map(|(_, s)| s)
+}
+
+/// What `check-config` says of one section's TLS files.
+#[derive(Debug)]
+pub enum FileCheck {
+    /// Every file read and checked: the line to print.
+    Good(String),
+    /// Some files cannot be read here (they live on the production machine): which, and why.
+    Unreadable(Vec<String>),
+    /// Read but wrong: unparseable, a key that does not match, expired or not yet valid.
+    Bad(String),
+}
+
+fn unreadable(paths: &[(&str, Option<&PathBuf>)]) -> Vec<String> {
+    paths
+        .iter()
+        .filter_map(|(what, p)| {
+            let p = (*p)?;
+            std::fs::File::open(p)
+                .err()
+                .map(|e| format!("{what} {}: {e}", p.display()))
+        })
+        .collect()
+}
+
+/// A listener's files as start-up would load them, and the certificate valid now.
+pub fn check_server_files(files: &ServerTlsConfig, now: i64) -> FileCheck {
+    let missing = unreadable(&[
+        ("cert_file", Some(&files.cert_file)),
+        ("key_file", Some(&files.key_file)),
+        ("client_ca_file", files.client_ca_file.as_ref()),
+    ]);
+    if !missing.is_empty() {
+        return FileCheck::Unreadable(missing);
+    }
+    match inspect(files) {
+        Err(e) => FileCheck::Bad(e),
+        Ok(s) if s.not_after <= now || s.not_before > now => FileCheck::Bad(format!(
+            "cert_file {}: {}",
+            files.cert_file.display(),
+            s.describe(now)
+        )),
+        Ok(s) => FileCheck::Good(format!(
+            "cert_file {}: {}",
+            files.cert_file.display(),
+            s.describe(now)
+        )),
+    }
+}
+
+/// A client's CA bundle parses, and its certificate matches its key and is valid now.
+pub fn check_client_files(tls: &ClientTls, now: i64) -> FileCheck {
+    let missing = unreadable(&[
+        ("ca_file", tls.ca_file.as_ref()),
+        ("cert_file", tls.cert_file.as_ref()),
+        ("key_file", tls.key_file.as_ref()),
+    ]);
+    if !missing.is_empty() {
+        return FileCheck::Unreadable(missing);
+    }
+    let mut said = Vec::new();
+    if let Some(ca) = &tls.ca_file {
+        match roots(ca, "ca_file") {
+            Ok(r) => said.push(format!("ca_file {}: {} CA(s)", ca.display(), r.len())),
+            Err(e) => return FileCheck::Bad(e),
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        // The same checks as a listener's certificate: parse, match, dates.
+        let as_server = ServerTlsConfig {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            client_ca_file: None,
+        };
+        match check_server_files(&as_server, now) {
+            FileCheck::Good(line) => said.push(line),
+            other => return other,
+        }
+    }
+    FileCheck::Good(said.join("; "))
+}
+
+fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{what} {}: {}", path.display(), pem_error(e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what} {}: {}", path.display(), pem_error(e)))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{what} {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(e) => e.to_string(),
+        other => format!("not valid PEM ({other:?})"),
+    }
+}
+
+fn roots(path: &Path, what: &str) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    for c in certs(path, what)? {
+        store
+            .add(c)
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    }
+    Ok(store)
+}
+
+fn build(files: &ServerTlsConfig) -> Result<(Arc<ServerConfig>, CertSummary), String> {
+    let chain = certs(&files.cert_file, "cert_file")?;
+    let (not_before, not_after) = validity(&chain[0]).ok_or_else(|| {
+        format!(
+            "cert_file {}: the first certificate is not an X.509 certificate",
+            files.cert_file.display()
+        )
+    })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| {
+        format!(
+            "key_file {}: {}",
+            files.key_file.display(),
+            match e {
+                rustls::pki_types::pem::Error::NoItemsFound =>
+                    "no PEM private key (-----BEGIN PRIVATE KEY-----) in it".to_string(),
+                other => pem_error(other),
+            }
+        )
+    })?;
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let (builder, client_cas) = match &files.client_ca_file {
+        None => (builder.with_no_client_auth(), None),
+        Some(ca) => {
+            let store = roots(ca, "client_ca_file")?;
+            let n = store.len();
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
+                .build()
+                .map_err(|e| format!("client_ca_file {}: {e}", ca.display()))?;
+            (builder.with_client_cert_verifier(verifier), Some(n))
+        }
+    };
+    let chain_len = chain.len();
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "key_file {} does not match the certificate in cert_file {}",
+            files.key_file.display(),
+            files.cert_file.display()
+        ),
+        other => format!(
+            "cert_file {} / key_file {}: {other}",
+            files.cert_file.display(),
+            files.key_file.display()
+        ),
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((
+        Arc::new(config),
+        CertSummary {
+            not_after,
+            not_before,
+            chain_len,
+            client_cas,
+        },
+    ))
+}
+
+/// What a file looks like now, to notice a rotation: device, inode, size and modification time
+/// of each (through symlinks, so a swapped link counts).
+type Stamp = Vec<Option<(u64, u64, u64, i64, i64)>>;
+
+fn stamp(files: &ServerTlsConfig) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    [
+        Some(&files.cert_file),
+        Some(&files.key_file),
+        files.client_ca_file.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    })
+    .collect()
+}
+
+/// A listener's TLS: the current certificate, and the files to reload it from.
+pub struct ServerTls {
+    listener: &'static str,
+    files: ServerTlsConfig,
+    current: Mutex<Current>,
+    metrics: Option<TlsMetrics>,
+}
+
+struct Current {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The files as last looked at (loaded, or failed to load: not tried again until they change).
+    seen: Stamp,
+    checked: Instant,
+}
+
+/// A listener's TLS metrics.
+#[derive(Clone)]
+pub struct TlsMetrics {
+    pub expiry: prometheus::IntGauge,
+    pub reloads_ok: prometheus::IntCounter,
+    pub reloads_failed: prometheus::IntCounter,
+    pub handshake_failures: prometheus::IntCounter,
+}
+
+impl TlsMetrics {
+    pub fn register(registry: &prometheus::Registry, listener: &str) -> prometheus::Result<Self> {
+        use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+        let expiry = IntGaugeVec::new(
+            Opts::new(
+                "tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the certificate this listener serves, in Unix seconds.",
+            ),
+            &["listener"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "tls_certificate_reloads_total",
+                "Certificate files that changed and were loaded (ok) or kept the last good one \
+                 (error).",
+            ),
+            &["listener", "result"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "tls_handshake_failures_total",
+                "Connections closed because their TLS handshake failed or timed out (a client \
+                 that does not trust the certificate, no or a refused client certificate, plain \
+                 HTTP sent to a TLS port).",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(expiry.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        Ok(Self {
+            expiry: expiry.with_label_values(&[listener]),
+            reloads_ok: reloads.with_label_values(&[listener, "ok"]),
+            reloads_failed: reloads.with_label_values(&[listener, "error"]),
+            handshake_failures: failures.with_label_values(&[listener]),
+        })
+    }
+}
+
+impl ServerTls {
+    /// Loads the files; an error names the file and the problem (the role does not start).
+    pub fn load(
+        listener: &'static str,
+        files: &ServerTlsConfig,
+        registry: Option<&prometheus::Registry>,
+    ) -> anyhow::Result<Arc<ServerTls>> {
+        let seen = stamp(files);
+        let (config, summary) =
+            build(files).map_err(|e| anyhow::anyhow!("[{listener}.tls] {e}"))?;
+        let metrics = registry
+            .map(|r| TlsMetrics::register(r, listener))
+            .transpose()?;
+        if let Some(m) = &metrics {
+            m.expiry.set(summary.not_after);
+        }
+        let now = now_unix();
+        if summary.not_after <= now || summary.not_before > now {
+            tracing::error!(listener, certificate = %files.cert_file.display(),
+                validity = %summary.describe(now), "the certificate is not valid now: clients will refuse it");
+        } else {
+            tracing::info!(listener, certificate = %files.cert_file.display(),
+                validity = %summary.describe(now), "TLS on");
+        }
+        Ok(Arc::new(ServerTls {
+            listener,
+            files: files.clone(),
+            current: Mutex::new(Current {
+                acceptor: tokio_rustls::TlsAcceptor::from(config),
+                seen,
+                checked: Instant::now(),
+            }),
+            metrics,
+        }))
+    }
+
+    /// The acceptor for a new connection: the files' latest good contents.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.checked.elapsed() >= RECHECK {
+            cur.checked = Instant::now();
+            let now = stamp(&self.files);
+            if now != cur.seen {
+                cur.seen = now;
+                match build(&self.files) {
+                    Ok((config, summary)) => {
+                        cur.acceptor = tokio_rustls::TlsAcceptor::from(config);
+                        if let Some(m) = &self.metrics {
+                            m.expiry.set(summary.not_after);
+                            m.reloads_ok.inc();
+                        }
+                        tracing::info!(listener = self.listener, validity = %summary.describe(now_unix()),
+                            "certificate files changed: serving the new certificate");
+                    }
+                    Err(e) => {
+                        // Looked at again when the files next change (the other half of a
+                        // rotation arriving, say).
+                        if let Some(m) = &self.metrics {
+                            m.reloads_failed.inc();
+                        }
+                        tracing::warn!(listener = self.listener, error = %e,
+                            "certificate files changed but do not load: still serving the last good certificate");
+                    }
+                }
+            }
+        }
+        cur.acceptor.clone()
+    }
+
+    pub fn handshake_failed(&self, error: &str) {
+        if let Some(m) = &self.metrics {
+            m.handshake_failures.inc();
+        }
+        tracing::debug!(listener = self.listener, error, "TLS handshake failed");
+    }
+}
+
+/// Whose roots a client trusts when a CA bundle is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// Only the bundle: the client talks to our own services, signed by our own CA.
+    BundleOnly,
+    /// The system roots and the bundle: the client also calls public APIs (DigitalOcean).
+    SystemAndBundle,
+}
+
+/// Applies `tls` to a client: TLS 1.2 or newer, the CA bundle, the client certificate. Without a
+/// bundle the system roots verify the server. Errors name the file.
+pub fn client(
+    builder: reqwest::ClientBuilder,
+    tls: &ClientTls,
+    roots: Roots,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut b = builder.tls_version_min(reqwest::tls::Version::TLS_1_2);
+    if let Some(ca) = &tls.ca_file {
+        let pem = read(ca, "ca_file")?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("ca_file {}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!("ca_file {}: no PEM certificate in it", ca.display());
+        }
+        b = match roots {
+            Roots::BundleOnly => b.tls_certs_only(certs),
+            Roots::SystemAndBundle => b.tls_certs_merge(certs),
+        };
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        let mut pem = read(cert, "cert_file")?;
+        pem.push(b'\n');
+        pem.extend(read(key, "key_file")?);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            anyhow::anyhow!(
+                "cert_file {} / key_file {}: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+        b = b.identity(id);
+    }
+    Ok(b)
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+}
+
+/// Why a request failed, in words, when TLS was the reason: the rustls error deep in the chain
+/// turned into what to do about it. `None` when it was not TLS.
+pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::{AlertDescription, CertificateError, Error};
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<Error>() {
+            return Some(match t {
+                Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                    "the server's certificate is not signed by a CA this client trusts (give the \
+                     client the CA that signed it: ca_file / --ca-file)"
+                        .to_string()
+                }
+                Error::InvalidCertificate(CertificateError::Expired)
+                | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+                    "the server's certificate has expired (renew it; the server picks up the new \
+                     files without a restart)"
+                        .to_string()
+                }
+                Error::InvalidCertificate(CertificateError::NotValidForName)
+                | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+                    "the server's certificate is not valid for the host in the URL (use a name or \
+                     address the certificate lists)"
+                        .to_string()
+                }
+                Error::AlertReceived(AlertDescription::CertificateRequired) => {
+                    "the server requires a client certificate (mutual TLS) and none was presented \
+                     (cert_file and key_file / --cert-file and --key-file)"
+                        .to_string()
+                }
+                Error::AlertReceived(
+                    AlertDescription::UnknownCA
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::CertificateExpired
+                    | AlertDescription::CertificateUnknown
+                    | AlertDescription::AccessDenied,
+                ) => format!(
+                    "the server refused this client's certificate ({t}): it must be signed by the \
+                     server's client_ca_file and be valid now"
+                ),
+                other => format!("TLS: {other}"),
+            });
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// A request's error in one line: the TLS reason when there is one, else the error chain.
+pub fn describe(err: &reqwest::Error) -> String {
+    explain(err).unwrap_or_else(|| {
+        let mut text = err.to_string();
+        let mut cur = std::error::Error::source(err);
+        while let Some(e) = cur {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cur = e.source();
+        }
+        text
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validity dates of an X.509 certificate, read from its DER: the only fields we need, so a
+// few lines of DER walking instead of a parser crate.
+// ---------------------------------------------------------------------------------------------
+
+/// One DER element: (tag, contents, what follows).
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |l, &b| l << 8 | b as usize);
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// (notBefore, notAfter) in Unix seconds.
+pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = der(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der(certificate)? else {
+        return None;
+    };
+    // version [0] EXPLICIT (optional), serialNumber, signature, issuer, validity.
+    let (tag, _, mut rest) = der(tbs)?;
+    if tag == 0xa0 {
+        rest = der(rest)?.2; // the serial number
+    }
+    let rest = der(rest)?.2; // signature algorithm
+    let rest = der(rest)?.2; // issuer
+    let (SEQUENCE, validity, _) = der(rest)? else {
+        return None;
+    };
+    let (t1, nb, rest) = der(validity)?;
+    let (t2, na, _) = der(rest)?;
+    Some((asn1_time(t1, nb)?, asn1_time(t2, na)?))
+}
+
+/// UTCTime (YYMMDDHHMMSSZ, years 1950-2049) or GeneralizedTime (YYYYMMDDHHMMSSZ).
+fn asn1_time(tag: u8, bytes: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('Z')?;
+    let num = |s: &str| s.parse::<i32>().ok();
+    let (year, rest) = match tag {
+        0x17 if text.len() == 12 => {
+            let yy = num(&text[..2])?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 14 => (num(&text[..4])?, &text[4..]),
+        _ => return None,
+    };
+    let month = time::Month::try_from(num(&rest[..2])? as u8).ok()?;
+    let date = time::Date::from_calendar_date(year, month, num(&rest[2..4])? as u8).ok()?;
+    let t = time::Time::from_hms(
+        num(&rest[4..6])? as u8,
+        num(&rest[6..8])? as u8,
+        num(&rest[8..10])? as u8,
+    )
+    .ok()?;
+    Some(
+        time::PrimitiveDateTime::new(date, t)
+            .assume_utc()
+            .unix_timestamp(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asn1_times_read_both_forms() {
+        assert_eq!(asn1_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(asn1_time(0x17, b"491231235959Z"), Some(2_524_607_999));
+        assert_eq!(asn1_time(0x18, b"20500101000000Z"), Some(2_524_608_000));
+        assert_eq!(asn1_time(0x17, b"700101000000"), None);
+        assert_eq!(asn1_time(0x18, b"2050010100000Z"), None);
+        assert_eq!(asn1_time(0x17, b"701301000000Z"), None);
+    }
+
+    #[test]
+    fn der_lengths_are_bounded_by_the_input() {
+        assert_eq!(der(&[0x30, 0x03, 1, 2]), None);
+        assert_eq!(
+            der(&[0x30, 0x82, 0x00, 0x01, 7]),
+            Some((0x30, &[7u8][..], &[][..]))
+        );
+        assert_eq!(der(&[0x30, 0x85, 0, 0, 0, 0, 1]), None);
+        assert_eq!(validity(&[0x30, 0x00]), None);
+        assert_eq!(validity(b"not der"), None);
+    }
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_said_explicitly() {
+        let lo: SocketAddr = "127.0.0.1:9465".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:9465".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:9465".parse().unwrap();
+        assert!(check_listener("responder", lo, None, false).is_ok());
+        assert!(check_listener("responder", lo6, None, false).is_ok());
+        let e = check_listener("responder", any, None, false).unwrap_err();
+        assert!(
+            e.contains("[responder.tls]") && e.contains("allow_plain_http"),
+            "{e}"
+        );
+        assert!(check_listener("responder", any, None, true).is_ok());
+    }
+
+    #[test]
+    fn cleartext_is_plain_http_to_another_machine() {
+        assert!(cleartext_off_machine("http://failover-1.example.com:9465"));
+        assert!(cleartext_off_machine("http://10.0.0.5:9465"));
+        assert!(!cleartext_off_machine("http://127.0.0.1:9465"));
+        assert!(!cleartext_off_machine("http://127.3.2.1:9465"));
+        assert!(!cleartext_off_machine("http://[::1]:9465"));
+        assert!(!cleartext_off_machine("http://localhost:9465"));
+        assert!(!cleartext_off_machine(
+            "https://failover-1.example.com:9465"
+        ));
+    }
+}
