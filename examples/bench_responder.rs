@@ -6,7 +6,11 @@
 //! 2. Acknowledgement time of 5,000 duplicate webhook deliveries from 50 concurrent senders, and
 //!    the number of transitions they caused (must be exactly one).
 //!
-//! 3. One readiness evaluation (the work of `preflight` and of the responder's periodic check)
+//! 3. Webhook to every step verified over TLS next to plain HTTP, each with keep-alive and with
+//!    a new connection (so a new handshake) per request: a second responder, with
+//!    `[responder.tls]` and a certificate of a CA made for the run, against the same stand-ins.
+//!
+//! 4. One readiness evaluation (the work of `preflight` and of the responder's periodic check)
 //!    with 3 load balancers, 2 DNS records, 4 droplets and 2 regions x 3 tables: its time and
 //!    its DigitalOcean calls.
 //!
@@ -34,6 +38,72 @@ fn alert(region: &str, firing: bool, starts: &str) -> String {
     .to_string()
 }
 
+const TLS_CYCLES: usize = 50;
+
+/// One failover (webhook) and one failback (operator request) through `client`, each timed from
+/// sending the request to its answer (the acknowledgement) and to the state polled through `poll`
+/// showing every step verified. `day` and `i` make each alert instance new.
+async fn cycle(
+    client: &reqwest::Client,
+    poll: &reqwest::Client,
+    base: &str,
+    day: &str,
+    i: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let settled = |region: &'static str| async move {
+        loop {
+            let s: Value = poll
+                .get(format!("{base}/v1/state"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if s["active_region"] == region && s["plan"].is_null() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    };
+    let starts = format!("{day}T{:02}:{:02}:00.000Z", i / 60, i % 60);
+    let (mut acks, mut verified) = (Vec::new(), Vec::new());
+    let t = Instant::now();
+    let r = client
+        .post(format!("{base}/alerts"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(alert("us-east-1", true, &starts))
+        .send()
+        .await
+        .unwrap();
+    acks.push(t.elapsed().as_secs_f64() * 1000.0);
+    assert_eq!(r.status(), 200);
+    settled("us-west-2").await;
+    verified.push(t.elapsed().as_secs_f64() * 1000.0);
+    client
+        .post(format!("{base}/alerts"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(alert("us-east-1", false, &starts))
+        .send()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let r = client
+        .post(format!("{base}/v1/failback"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    acks.push(t.elapsed().as_secs_f64() * 1000.0);
+    assert_eq!(r.status(), 202);
+    settled("us-east-1").await;
+    verified.push(t.elapsed().as_secs_f64() * 1000.0);
+    (acks, verified)
+}
+
 #[tokio::main]
 async fn main() {
     let (mut east_moto, mut west_moto) = (Moto::start_niced().await, Moto::start_niced().await);
@@ -57,8 +127,9 @@ async fn main() {
     for (f, v) in [("w", TOKEN), ("a", ADMIN), ("do", DO_TOKEN)] {
         std::fs::write(dir.path().join(f), v).unwrap();
     }
-    let config = format!(
-        r#"
+    let config_text = |state: &str, tls: &str| {
+        format!(
+            r#"
 [prober]
 id = "bench"
 interval = "1s"
@@ -78,16 +149,17 @@ digitalocean = {{ slug = "sfo3", droplet_ids = [3, 4], tag = "west", ipv4 = "192
 name = "wordpress_posts"
 [responder]
 listen = "127.0.0.1:0"
-state_file = "{d}/state.json"
+state_file = "{d}/{state}.json"
 webhook_token_file = "{d}/w"
 admin_token_file = "{d}/a"
 tick = "1s"
+{tls}
 [responder.policy]
 min_interval = "1ms"
 stabilisation = "1h"
 auto_failback = false
 [responder.app]
-env_file = "{d}/app.env"
+env_file = "{d}/{state}.env"
 [responder.digitalocean]
 api_url = "{do_url}"
 token_file = "{d}/do"
@@ -105,13 +177,16 @@ domain = "example.com"
 record_id = 7
 type = "A"
 "#,
-        do_url = fake.url()
-    );
-    let config = dynamo_failover::config::Config::parse(&config).expect("bench config");
+            do_url = fake.url()
+        )
+    };
+    let config =
+        dynamo_failover::config::Config::parse(&config_text("state", "")).expect("bench config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shared = sdk_config().await;
     let (trigger, stop) = dynamo_failover::shutdown::channel();
+    let stop_tls = stop.clone();
     tokio::spawn(dynamo_failover::responder::run(
         config, shared, listener, stop,
     ));
@@ -298,6 +373,124 @@ type = "A"
     );
     println!("transitions caused: {} (must be exactly 1)", after - before);
     let storm_ok = pct(&acks, 0.99) < 5.0 && after - before == 1;
+    // 3. TLS. Traffic home first: a responder with no state refuses objects pointing away.
+    http.post(format!("{base}/alerts"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(alert("us-east-1", false, "2026-11-27T00:00:00.000Z"))
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{base}/v1/failback"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    while !settled(&state(http.clone(), base.clone()).await, "us-east-1") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ca = testkit::pki::Ca::new(dir.path(), "bench");
+    let cert = ca.issue("responder", testkit::pki::Use::Server);
+    let tls_config = dynamo_failover::config::Config::parse(&config_text(
+        "tls-state",
+        &format!(
+            "[responder.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    ))
+    .expect("bench TLS config");
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_base = format!(
+        "https://localhost:{}",
+        tls_listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(dynamo_failover::responder::run(
+        tls_config,
+        sdk_config().await,
+        tls_listener,
+        stop_tls,
+    ));
+    let ca_pem = reqwest::Certificate::from_pem(&std::fs::read(ca.cert_path()).unwrap()).unwrap();
+    let tls_client = |keep_alive: bool| {
+        let b = reqwest::Client::builder().tls_certs_only([ca_pem.clone()]);
+        if keep_alive {
+            b
+        } else {
+            b.pool_max_idle_per_host(0)
+        }
+        .build()
+        .unwrap()
+    };
+    let tls_poll = tls_client(true);
+    for _ in 0..200 {
+        if tls_poll
+            .get(format!("{tls_base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let plain_new = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    println!("\n## webhook received -> every step verified, TLS next to plain HTTP ({TLS_CYCLES} failover/failback cycles each)");
+    println!("TLS 1.3, ECDSA P-256 certificate, no client certificate; the state is polled over a kept-alive connection");
+    println!(
+        "{:<34} {:>17} {:>17} {:>22}",
+        "transport", "ack median ms", "ack p99 ms", "verified median/p99 ms"
+    );
+    let modes = [
+        (
+            "plain HTTP, keep-alive",
+            http.clone(),
+            base.clone(),
+            http.clone(),
+            "2026-11-28",
+        ),
+        (
+            "plain HTTP, new connection each",
+            plain_new,
+            base.clone(),
+            http.clone(),
+            "2026-11-29",
+        ),
+        (
+            "TLS, keep-alive",
+            tls_client(true),
+            tls_base.clone(),
+            tls_poll.clone(),
+            "2026-11-28",
+        ),
+        (
+            "TLS, new handshake each",
+            tls_client(false),
+            tls_base.clone(),
+            tls_poll.clone(),
+            "2026-11-29",
+        ),
+    ];
+    for (name, client, b, poll, day) in modes {
+        let (mut acks, mut verified) = (Vec::new(), Vec::new());
+        for i in 0..TLS_CYCLES {
+            let (a, v) = cycle(&client, &poll, &b, day, i).await;
+            acks.extend(a);
+            verified.extend(v);
+        }
+        acks.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        verified.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "{name:<34} {:>17.2} {:>17.2} {:>14.2} / {:.2}",
+            pct(&acks, 0.5),
+            pct(&acks, 0.99),
+            pct(&verified, 0.5),
+            pct(&verified, 0.99)
+        );
+    }
     readiness(&east_moto, &west_moto, &fake).await;
     println!(
         "\nfloors: {}",

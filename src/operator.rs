@@ -48,6 +48,24 @@ impl Target {
         .build()?;
         Ok((base, http))
     }
+
+    /// Why a request to the responder failed, in words: the TLS reason when there is one,
+    /// found by a handshake of its own when the error does not carry it.
+    async fn why(&self, base: &str, e: &reqwest::Error) -> String {
+        if let Some(t) = dynamo_failover::tls::explain(e) {
+            return t;
+        }
+        match dynamo_failover::tls::diagnose(
+            base,
+            &self.tls,
+            dynamo_failover::tls::Roots::BundleOnly,
+        )
+        .await
+        {
+            Some(t) => t,
+            None => dynamo_failover::tls::describe(e),
+        }
+    }
 }
 
 pub async fn call(config: Config, target: Target, action: Action) -> anyhow::Result<()> {
@@ -64,16 +82,14 @@ pub async fn call(config: Config, target: Target, action: Action) -> anyhow::Res
         Action::Pause => http.post(format!("{base}/v1/pause")),
         Action::Resume => http.post(format!("{base}/v1/resume")),
     };
-    let resp = req
-        .bearer_auth(r.admin_token.expose())
-        .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the responder at {base}: {}",
-                dynamo_failover::tls::describe(&e)
-            )
-        })?;
+    let resp = req.bearer_auth(r.admin_token.expose()).send().await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => bail!(
+            "cannot reach the responder at {base}: {}",
+            target.why(&base, &e).await
+        ),
+    };
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -285,7 +301,7 @@ pub async fn preflight(config: Config, target: Target) -> anyhow::Result<bool> {
                 )),
                 Err(e) => Agents::Unavailable(format!(
                     "cannot reach the responder at {base}: {}",
-                    dynamo_failover::tls::describe(&e)
+                    target.why(&base, &e).await
                 )),
             }
         }

@@ -514,48 +514,113 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
 /// turned into what to do about it. `None` when it was not TLS.
 pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     use rustls::{AlertDescription, CertificateError, Error};
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(t) = e.downcast_ref::<Error>() {
-            return Some(match t {
-                Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-                    "the server's certificate is not signed by a CA this client trusts (give the \
+    let t = rustls_error(err)?;
+    Some(match t {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "the server's certificate is not signed by a CA this client trusts (give the \
                      client the CA that signed it: ca_file / --ca-file)"
-                        .to_string()
-                }
-                Error::InvalidCertificate(CertificateError::Expired)
-                | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
-                    "the server's certificate has expired (renew it; the server picks up the new \
-                     files without a restart)"
-                        .to_string()
-                }
-                Error::InvalidCertificate(CertificateError::NotValidForName)
-                | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
-                    "the server's certificate is not valid for the host in the URL (use a name or \
-                     address the certificate lists)"
-                        .to_string()
-                }
-                Error::AlertReceived(AlertDescription::CertificateRequired) => {
-                    "the server requires a client certificate (mutual TLS) and none was presented \
-                     (cert_file and key_file / --cert-file and --key-file)"
-                        .to_string()
-                }
-                Error::AlertReceived(
-                    AlertDescription::UnknownCA
-                    | AlertDescription::BadCertificate
-                    | AlertDescription::CertificateExpired
-                    | AlertDescription::CertificateUnknown
-                    | AlertDescription::AccessDenied,
-                ) => format!(
-                    "the server refused this client's certificate ({t}): it must be signed by the \
-                     server's client_ca_file and be valid now"
-                ),
-                other => format!("TLS: {other}"),
-            });
+                .to_string()
         }
-        cur = e.source();
+        Error::InvalidCertificate(CertificateError::Expired)
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            "the server's certificate has expired (renew it; the server picks up the new \
+                     files without a restart)"
+                .to_string()
+        }
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "the server's certificate is not valid for the host in the URL (use a name or \
+                     address the certificate lists)"
+                .to_string()
+        }
+        Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the server requires a client certificate (mutual TLS) and none was presented \
+                     (cert_file and key_file / --cert-file and --key-file)"
+                .to_string()
+        }
+        Error::AlertReceived(
+            AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::AccessDenied,
+        ) => format!(
+            "the server refused this client's certificate ({t}): it must be signed by the \
+                     server's client_ca_file and be valid now"
+        ),
+        other => format!("TLS: {other}"),
+    })
+}
+
+/// The rustls error somewhere in `err`'s chain. It sits inside io::Errors, which do not list
+/// their inner error as a source: descend into them explicitly.
+pub fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(err);
+    while let Some(c) = cur {
+        if let Some(t) = c.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        cur = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
     }
     None
+}
+
+/// Why a request to `url` failed when its error does not say. With TLS 1.3 the server judges
+/// the client's certificate after the client considers the handshake done, so its refusal can
+/// reach the client as a closed connection, not as the alert. This opens one connection with
+/// the same settings, completes the handshake and reads: a refusal arrives as the alert, which
+/// [`explain`] turns into words. Sends no request (and no token). `None` when nothing is wrong
+/// at the TLS level, or it cannot tell.
+pub async fn diagnose(url: &str, tls: &ClientTls, roots: Roots) -> Option<String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    use tokio::io::AsyncReadExt;
+    let u = reqwest::Url::parse(url).ok()?;
+    if u.scheme() != "https" {
+        return None;
+    }
+    let host = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    let port = u.port_or_known_default()?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .ok()?;
+    let builder = match (&tls.ca_file, roots) {
+        (Some(ca), Roots::BundleOnly) => builder.with_root_certificates(roots_of(ca).ok()?),
+        _ => builder.with_platform_verifier().ok()?,
+    };
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(c), Some(k)) => {
+            let chain = certs(c, "cert_file").ok()?;
+            let key = PrivateKeyDer::from_pem_file(k).ok()?;
+            builder.with_client_auth_cert(chain, key).ok()?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+    let limit = Duration::from_secs(3);
+    let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .ok()?
+        .ok()?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut stream = match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return explain(&e),
+        Err(_) => return None,
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await {
+        Ok(Err(e)) => explain(&e),
+        _ => None,
+    }
+}
+
+fn roots_of(ca: &Path) -> Result<RootCertStore, String> {
+    roots(ca, "ca_file")
 }
 
 /// A request's error in one line: the TLS reason when there is one, else the error chain.

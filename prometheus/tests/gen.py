@@ -1579,6 +1579,80 @@ start. r2 runs a responder without readiness metrics (no timestamp series at all
     return out
 
 
+class Raw:
+    """A test group written out by hand, for rules with no timing of their own."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def render(self):
+        return self.text.strip("\n")
+
+
+def tls_scenarios(pf):
+    day, minute = 86400, 60
+    inputs, expected = [], []
+
+    def listener(instance, listener, expires_at):
+        key = f'{{instance="{instance}",job="dynamo-failover-{listener}",listener="{listener}"}}'
+        inputs.append(f"      - series: 'tls_certificate_expiry_timestamp_seconds{key}'\n"
+                      f"        values: '{expires_at}+0x120'")
+        return {"instance": instance, "job": f"dynamo-failover-{listener}", "listener": listener}
+
+    # promtool's clock starts at 0: a certificate expiring at X has X - t seconds left at t.
+    soon = listener("r1:9465", "responder", 14 * day + 30 * minute)  # under 14 days from 30 m on
+    now = listener("a1:9466", "agent", 2 * day + 30 * minute)  # under 2 days (and 14) from 30 m
+    listener("p1:9464", "exporter", 90 * day)  # never
+
+    def alert(labels, severity, within):
+        section = f"[{labels['listener']}.tls]"
+        description = {
+            "ticket": f"Renew it and write the new files where {section} names them: the listener serves them"
+                      " from its next connection on, without a restart (tls_certificate_reloads_total counts"
+                      ' the reload; result="error" means the new files did not load and the old certificate'
+                      " is still served). `dynamo-failover check-config` says how many days are left.",
+            "page": "Once it expires, every client refuses the listener: for the responder, Alertmanager's"
+                    " webhook, the agents and the operator commands stop, and no failover can start. Renew it"
+                    f" now and write the new files where {section} names them; no restart is needed.",
+        }[severity]
+        return {"labels": {"alertname": "TLSCertificateExpiresSoon", "severity": severity, **labels},
+                "annotations": {
+                    "summary": f"The TLS certificate of the {labels['listener']} listener on {labels['instance']} expires within {within} days",
+                    "description": description,
+                    "runbook_url": "docs/runbook.md#tlscertificateexpiressoon"}}
+
+    def case(t_min, alerts):
+        lines = [f"      - eval_time: {t_min}m", "        alertname: TLSCertificateExpiresSoon"]
+        if not alerts:
+            return "\n".join(lines + ["        exp_alerts: []"])
+        lines.append("        exp_alerts:")
+        for a in sorted(alerts, key=lambda a: sorted(a["labels"].items())):
+            lines.append("          - exp_labels:")
+            lines += [f"              {k}: {q(v)}" for k, v in sorted(a["labels"].items())]
+            lines.append("            exp_annotations:")
+            lines += [f"              {k}: {q(v)}" for k, v in sorted(a["annotations"].items())]
+        return "\n".join(lines)
+
+    cases = [
+        case(5, []),  # the agent's is under 14 days from the start: pending for 10 m
+        case(30, [alert(now, "ticket", 14)]),  # exactly 14 (and 2) days left: not yet under
+        case(40, [alert(now, "ticket", 14)]),  # under since 31 m: pending for 10 m
+        case(45, [alert(soon, "ticket", 14), alert(now, "ticket", 14), alert(now, "page", 2)]),
+        case(110, [alert(soon, "ticket", 14), alert(now, "ticket", 14), alert(now, "page", 2)]),
+    ]
+    return [Raw(f"""
+  # Three listeners: the responder's certificate has 14 days and 30 minutes left at the start, the
+  # agent's 2 days and 30 minutes (under 14 days from the start), the exporter's 90 days. Both alerts
+  # wait 10 minutes once under their limit: a ticket at 14 days, a page at 2 days; the exporter's
+  # never fires.
+  - interval: 1m
+    input_series:
+{chr(10).join(inputs)}
+    alert_rule_test:
+{chr(10).join(cases)}
+""")]
+
+
 FILES = {
     "outage.yml": ("Region outages: which alerts fire for which failure, and when.", outage_scenarios),
     "detection.yml": ("The worst-case time from a region failing to DynamoDBRegionUnavailable firing.", detection_scenarios),
@@ -1589,6 +1663,7 @@ FILES = {
     "agents.yml": ("Application servers' agents that stop reaching the responders or fall behind.", agent_scenarios),
     "apps.yml": ("Application checks: a region's application is down when a quorum of probers sees every check fail.", app_scenarios),
     "readiness.yml": ("Readiness of the failover path: a check failing at two evaluations in a row pages; a stopped evaluation is a ticket.", readiness_scenarios),
+    "tls.yml": ("TLS certificates about to expire: a ticket at 14 days, a page at 2.", tls_scenarios),
 }
 
 

@@ -1,7 +1,7 @@
 """Derives a deployment of the monitoring files from the shipped ones, without hand-written copies.
 
   profile.py OUT_DIR [--fast] [--exporters H:P,H:P] [--responder H:P] [--alertmanager H:P]
-                     [--webhook-token-file PATH]
+                     [--webhook-token-file PATH] [--plain | --tls DIR]
 
 --fast replaces every value on a line ending in `# fast: X` by X (the fast profile of the
 end-to-end test and the demo). Inside a PromQL expression, where `#` starts a comment, a line
@@ -9,6 +9,11 @@ ending in `# fast: [D]` has its one range selector replaced by [D]:
 `increase(dynamodb_probe_total[20s]) # fast: [5s]`. The other options point the scrape targets,
 the Alertmanager target and the responder webhook at the given addresses. Writes OUT_DIR/prometheus.yml,
 OUT_DIR/rules/*.yml and OUT_DIR/alertmanager.yml.
+
+The shipped files reach the exporters and the responder over TLS with files under
+/etc/{prometheus,alertmanager}/dynamo-failover/. --tls DIR points them at DIR/ca.pem,
+DIR/client.pem and DIR/client-key.pem instead; --plain drops TLS (http://, no tls_config), for
+the stand-ins on loopback.
 
 Why Python: it edits YAML text line by line, keeping every comment, and runs where the test kit
 and `scripts/lib/check-monitoring` need it without a build. (Every other part of the demo and the
@@ -40,6 +45,27 @@ def fast(text):
     return "\n".join(out) + "\n"
 
 
+TLS_DIR = re.compile(r"/etc/(prometheus|alertmanager)/dynamo-failover/")
+
+
+def plain(text):
+    """Drops every `scheme: https` line and `tls_config:` block; https:// URLs become http://."""
+    out, block = [], None
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if block is not None:
+            if line.strip() and indent > block:
+                continue
+            block = None
+        if line.strip() == "scheme: https":
+            continue
+        if line.strip() == "tls_config:":
+            block = indent
+            continue
+        out.append(line.replace("url: https://", "url: http://"))
+    return "\n".join(out) + "\n"
+
+
 def replace_once(text, pattern, repl, what):
     new, n = re.subn(pattern, repl, text, count=1, flags=re.S)
     if n != 1:
@@ -55,10 +81,21 @@ def main():
     p.add_argument("--responder")
     p.add_argument("--alertmanager")
     p.add_argument("--webhook-token-file")
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument("--plain", action="store_true")
+    tls.add_argument("--tls")
     a = p.parse_args()
     out = pathlib.Path(a.out)
     (out / "rules").mkdir(parents=True, exist_ok=True)
-    f = fast if a.fast else (lambda t: t)
+    profile = fast if a.fast else (lambda t: t)
+
+    def f(text):
+        text = profile(text)
+        if a.plain:
+            return plain(text)
+        if a.tls:
+            return TLS_DIR.sub(str(pathlib.Path(a.tls).resolve()) + "/", text)
+        return text
 
     prom = f((ROOT / "prometheus/prometheus.yml").read_text())
     if a.alertmanager:
@@ -74,7 +111,7 @@ def main():
 
     am = f((ROOT / "alertmanager/alertmanager.yml").read_text())
     if a.responder:
-        am = replace_once(am, r"url: http://[^/\s]+/alerts", f"url: http://{a.responder}/alerts", "the responder webhook URL")
+        am = replace_once(am, r"url: (https?)://[^/\s]+/alerts", rf"url: \g<1>://{a.responder}/alerts", "the responder webhook URL")
     if a.webhook_token_file:
         am = replace_once(am, r"credentials_file: \S+", f"credentials_file: {a.webhook_token_file}", "the webhook credentials_file")
     (out / "alertmanager.yml").write_text(am)

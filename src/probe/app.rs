@@ -147,19 +147,8 @@ fn classify(e: &reqwest::Error) -> AppResult {
     if e.is_timeout() {
         return AppResult::Timeout;
     }
-    // rustls' error sits inside io::Errors, which do not list their inner error as a source:
-    // descend into them explicitly.
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if c.is::<rustls::Error>() {
-            return AppResult::TlsError;
-        }
-        cur = match c.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => c.source(),
-        };
+    if crate::tls::rustls_error(e).is_some() {
+        return AppResult::TlsError;
     }
     AppResult::ConnectError
 }

@@ -33,7 +33,8 @@ pub struct Chain {
     pub replicator: Option<crate::users::Replicator>,
 }
 
-fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> Child {
+/// Starts `cmd` with its output in `DIR/NAME.log`, killed when dropped.
+pub fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> Child {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     cmd.stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
@@ -42,7 +43,8 @@ fn spawn_logged(dir: &Path, name: &str, cmd: &mut Command) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {name}: {e} (run the tests through scripts/test)"))
 }
 
-async fn wait_http_ok(url: &str, what: &str) {
+/// Waits until `url` answers a success status.
+pub async fn wait_http_ok(url: &str, what: &str) {
     let http = reqwest::Client::new();
     wait_until(START_LIMIT, what, || {
         let (http, url) = (http.clone(), url.to_string());
@@ -223,7 +225,7 @@ impl Chain {
             let out = std::process::Command::new("python3")
                 .arg(root().join("scripts/lib/profile.py"))
                 .arg(&profile)
-                .args(["--fast", "--exporters", &exporters.join(",")])
+                .args(["--fast", "--plain", "--exporters", &exporters.join(",")])
                 .args(["--responder", &format!("127.0.0.1:{}", stack.port)])
                 .args(["--alertmanager", alertmanager])
                 .arg("--webhook-token-file")

@@ -25,6 +25,7 @@ use dynamo_failover::config::Config;
 use dynamo_failover::shutdown::{self, ShutdownTrigger};
 
 pub mod chain;
+pub mod pki;
 pub mod stack;
 pub mod users;
 

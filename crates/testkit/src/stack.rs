@@ -161,6 +161,10 @@ pub struct Knobs {
     /// Start the responders without AWS credentials (none in the environment or files, no
     /// instance metadata).
     pub no_aws_credentials: bool,
+    /// Mutual TLS: the responders and agents serve a certificate of the stack's own CA and
+    /// require a client certificate from it; the test's client, the operator commands and the
+    /// agents present one.
+    pub tls: bool,
 }
 
 impl Default for Knobs {
@@ -186,6 +190,7 @@ impl Default for Knobs {
             max_connections: 256,
             readiness_interval: "5m",
             no_aws_credentials: false,
+            tls: false,
         }
     }
 }
@@ -226,6 +231,42 @@ pub struct Stack {
     pub answers: Arc<Mutex<Vec<String>>>,
     /// Responders start without AWS credentials (`Knobs::no_aws_credentials`).
     pub no_aws_credentials: bool,
+    /// With `Knobs::tls`: the stack's CA, the responders' certificate, the clients' certificate.
+    pub tls: Option<StackTls>,
+}
+
+pub struct StackTls {
+    pub ca: crate::pki::Ca,
+    pub server: crate::pki::Pair,
+    pub client: crate::pki::Pair,
+}
+
+impl StackTls {
+    /// A client that trusts only the stack's CA and presents the client certificate.
+    pub fn client(&self) -> reqwest::Client {
+        let mut id = std::fs::read(&self.client.cert).unwrap();
+        id.extend(std::fs::read(&self.client.key).unwrap());
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(
+                &std::fs::read(self.ca.cert_path()).unwrap(),
+            )
+            .unwrap()])
+            .identity(reqwest::Identity::from_pem(&id).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// The operator commands' flags for the same.
+    pub fn cli_args(&self) -> Vec<String> {
+        vec![
+            "--ca-file".into(),
+            self.ca.cert_path().display().to_string(),
+            "--cert-file".into(),
+            self.client.cert.display().to_string(),
+            "--key-file".into(),
+            self.client.key.display().to_string(),
+        ]
+    }
 }
 
 pub const STATE_TABLE: &str = "dynamo-failover-state";
@@ -264,6 +305,14 @@ impl Stack {
             None => Workdir::Temp(tempfile::tempdir().unwrap()),
         };
         let d = dir.path();
+        let tls = knobs.tls.then(|| {
+            let ca = crate::pki::Ca::new(d, "stack");
+            StackTls {
+                server: ca.issue("responder", crate::pki::Use::Server),
+                client: ca.issue("operator", crate::pki::Use::Client),
+                ca,
+            }
+        });
         std::fs::write(d.join("webhook.token"), WEBHOOK_TOKEN).unwrap();
         std::fs::write(d.join("admin.token"), ADMIN_TOKEN).unwrap();
         std::fs::write(d.join("do.token"), DO_TOKEN).unwrap();
@@ -343,7 +392,7 @@ public_url = "{PUBLIC_URL}"
 tick = "{tick}"
 PROMETHEUS_LINE
 
-STATE_SECTION[responder.policy]
+TLS_SECTIONSTATE_SECTION[responder.policy]
 min_interval = "{min_interval}"
 stabilisation = "{stabilisation}"
 auto_failback = {auto_failback}
@@ -450,7 +499,16 @@ AGENTS_SECTION"#,
                 }
                 a
             };
+            let tls_section = tls.as_ref().map_or(String::new(), |t| {
+                format!(
+                    "[responder.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n\n",
+                    t.server.cert.display(),
+                    t.server.key.display(),
+                    t.ca.cert_path().display()
+                )
+            });
             let text = config
+                .replace("TLS_SECTION", &tls_section)
                 .replace("APP_SECTION", &app_section)
                 .replace("AGENTS_SECTION", &agents_section)
                 .replace("PROMETHEUS_LINE", &prom_line)
@@ -480,7 +538,10 @@ AGENTS_SECTION"#,
                     starts: 0,
                 })
                 .collect(),
-            http: reqwest::Client::new(),
+            http: tls
+                .as_ref()
+                .map_or_else(reqwest::Client::new, StackTls::client),
+            tls,
             answers: Arc::default(),
             no_aws_credentials: knobs.no_aws_credentials,
             state_store,
@@ -516,16 +577,17 @@ AGENTS_SECTION"#,
 
     /// The first running replica's base URL.
     pub fn base(&self) -> String {
-        let r = self
+        let i = self
             .replicas
             .iter()
-            .find(|r| r.child.is_some())
-            .unwrap_or(&self.replicas[0]);
-        format!("http://127.0.0.1:{}", r.port)
+            .position(|r| r.child.is_some())
+            .unwrap_or(0);
+        self.base_of(i)
     }
 
     pub fn base_of(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.replicas[i].port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.replicas[i].port)
     }
 
     /// Starts the (first) responder process again and waits until it is ready.
@@ -841,7 +903,14 @@ AGENTS_SECTION"#,
             "resume",
         ];
         let url = if args.first().is_some_and(|a| operator.contains(a)) {
-            vec!["--url".to_string(), self.base()]
+            let mut a = vec!["--url".to_string(), self.base()];
+            a.extend(
+                self.tls
+                    .as_ref()
+                    .map(StackTls::cli_args)
+                    .unwrap_or_default(),
+            );
+            a
         } else {
             Vec::new()
         };
@@ -1238,8 +1307,20 @@ impl Stack {
              listen = \"127.0.0.1:0\"\npoll_wait = \"2s\"\nrequest_timeout = \"1s\"\n\
              env_file = \"{env}\"\nmode = \"0640\"\ngroup = \"{group}\"\n\
              reload_commands = [[\"sh\", \"-c\", \"echo \\\"$DYNAMODB_REGION epoch $DYNAMO_FAILOVER_EPOCH\\\" >> {d}/reloads-{name}\"]{hup}]\n\
-             command_timeout = \"5s\"\n",
+             command_timeout = \"5s\"\n{tls}",
             env = env.display(),
+            tls = match &self.tls {
+                None => String::new(),
+                Some(t) => format!(
+                    "\n[agent.tls]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n\n\
+                     [agent.responder_tls]\nca_file = \"{ca}\"\ncert_file = \"{ccert}\"\nkey_file = \"{ckey}\"\n",
+                    cert = t.server.cert.display(),
+                    key = t.server.key.display(),
+                    ca = t.ca.cert_path().display(),
+                    ccert = t.client.cert.display(),
+                    ckey = t.client.key.display(),
+                ),
+            },
             hup = match self.app_pids.get(name) {
                 Some(p) => format!(", [\"sh\", \"-c\", \"kill -HUP $(cat {})\"]", p.display()),
                 None => String::new(),
