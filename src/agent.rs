@@ -184,12 +184,29 @@ impl Agent {
                         "placement refused (an unauthorized answer means this agent's token or name is wrong)")
                 }
                 Err(e) => {
-                    tracing::warn!(responder = %self.cfg.responders[i], error = %without_url(&e), "responder unreachable")
+                    let why = self.why(i, &e).await;
+                    tracing::warn!(responder = %self.cfg.responders[i], error = %why, "responder unreachable")
                 }
             }
             self.metrics.responder_errors.inc();
         }
         None
+    }
+
+    /// Why a request to responder `i` failed. A connection that was made and then closed may be a
+    /// TLS refusal of this agent's certificate that the error does not carry (TLS 1.3): one
+    /// handshake of its own finds the server's alert ([`crate::tls::diagnose`]).
+    async fn why(&self, i: usize, e: &reqwest::Error) -> String {
+        if crate::tls::explain(e).is_none() && !e.is_connect() && !e.is_timeout() {
+            let url = &self.cfg.responders[i];
+            if let Some(t) =
+                crate::tls::diagnose(url, &self.cfg.responder_tls, crate::tls::Roots::BundleOnly)
+                    .await
+            {
+                return t;
+            }
+        }
+        without_url(e)
     }
 
     fn contact(&self) {
@@ -224,7 +241,8 @@ impl Agent {
                     tracing::warn!(responder = %self.cfg.responders[i], status = r.status().as_u16(), "acknowledgement refused")
                 }
                 Err(e) => {
-                    tracing::warn!(responder = %self.cfg.responders[i], error = %without_url(&e), "responder unreachable")
+                    let why = self.why(i, &e).await;
+                    tracing::warn!(responder = %self.cfg.responders[i], error = %why, "responder unreachable")
                 }
             }
             self.metrics.responder_errors.inc();

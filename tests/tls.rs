@@ -177,6 +177,44 @@ async fn an_agent_and_the_operator_commands_work_over_mutual_tls() {
         .send()
         .await;
     assert!(!plain.is_ok_and(|r| r.status().is_success()));
+    // The same agent without its client certificate is refused, and its log says why (the TLS
+    // 1.3 refusal comes after the handshake; the agent reads the server's alert).
+    let cfg = std::fs::read_to_string(s.path("agent-wp-west.toml")).unwrap();
+    let without: String = cfg
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("cert_file") || l.starts_with("key_file"))
+                || !cfg[..cfg.find(l).unwrap()].contains("[agent.responder_tls]")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        without.contains("[agent.responder_tls]\nca_file"),
+        "{without}"
+    );
+    assert!(
+        !without.contains(&tls(&s).client.cert.display().to_string()),
+        "{without}"
+    );
+    std::fs::write(s.path("agent-nocert.toml"), without).unwrap();
+    let log = s.path("agent-nocert.log");
+    let _agent = testkit::chain::spawn_logged(
+        s.dir.path(),
+        "agent-nocert",
+        tokio::process::Command::new(testkit::binary())
+            .args(["agent", "--config"])
+            .arg(s.path("agent-nocert.toml")),
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the refused agent to say why",
+        || async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("requires a client certificate")
+        },
+    )
+    .await;
     s.assert_no_secrets();
 }
 

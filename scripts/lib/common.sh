@@ -21,6 +21,8 @@ ensure_packages() {
   command -v systemd-analyze >/dev/null || need+=(systemd)
   command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
   command -v python3 >/dev/null || need+=(python3)
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
   if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     need+=(python3-venv)
   fi
@@ -42,3 +44,18 @@ ensure_venv() {
   "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' boto3
 }
 export MOTO_SERVER="$VENV/bin/moto_server"
+
+# dynalite, the second DynamoDB implementation (Node), at the version scripts/lib/dynalite pins.
+DYNALITE="$ROOT/.cache/dynalite"
+ensure_dynalite() {
+  if [ -f "$DYNALITE/node_modules/dynalite/package.json" ] \
+    && cmp -s "$ROOT/scripts/lib/dynalite/package-lock.json" "$DYNALITE/package-lock.json"; then
+    return
+  fi
+  say "installing dynalite into .cache/dynalite (npm ci)"
+  rm -rf "$DYNALITE"
+  mkdir -p "$DYNALITE"
+  cp "$ROOT/scripts/lib/dynalite/package.json" "$ROOT/scripts/lib/dynalite/package-lock.json" "$DYNALITE/"
+  (cd "$DYNALITE" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null)
+}
+export DYNALITE_MODULES="$DYNALITE/node_modules"

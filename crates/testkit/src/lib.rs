@@ -249,6 +249,114 @@ impl Moto {
     }
 }
 
+/// The node_modules holding dynalite: `DYNALITE_MODULES`, or where `scripts/test` installs it.
+pub fn dynalite_modules() -> PathBuf {
+    let p = std::env::var("DYNALITE_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join(".cache/dynalite/node_modules"));
+    assert!(
+        p.join("dynalite").exists(),
+        "dynalite not found in {}: run the tests through scripts/test, which installs it",
+        p.display()
+    );
+    p
+}
+
+/// One dynalite server (in memory): a second, independent implementation of DynamoDB's API,
+/// started by `scripts/lib/dynalite/serve.js` on a port of its own choosing.
+pub struct Dynalite {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Dynalite {
+    pub async fn start() -> Dynalite {
+        Self::spawn(false).await
+    }
+
+    /// At nice 10, for benchmarks (as [`Moto::start_niced`]).
+    pub async fn start_niced() -> Dynalite {
+        Self::spawn(true).await
+    }
+
+    async fn spawn(niced: bool) -> Dynalite {
+        let script = root().join("scripts/lib/dynalite/serve.js");
+        let mut cmd = if niced {
+            let mut c = Command::new("nice");
+            c.args(["-n", "10", "node"]);
+            c
+        } else {
+            Command::new("node")
+        };
+        let mut child = cmd
+            .arg(script)
+            .env("NODE_PATH", dynalite_modules())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start dynalite (node)");
+        let port = wait_listening(&mut child, "dynalite").await;
+        Dynalite {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// Which DynamoDB implementation a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ddb {
+    Moto,
+    Dynalite,
+}
+
+/// A running DynamoDB stand-in of either kind.
+pub enum DdbServer {
+    Moto(Moto),
+    Dynalite(Dynalite),
+}
+
+impl DdbServer {
+    pub async fn start(kind: Ddb) -> DdbServer {
+        match kind {
+            Ddb::Moto => DdbServer::Moto(Moto::start().await),
+            Ddb::Dynalite => DdbServer::Dynalite(Dynalite::start().await),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        match self {
+            DdbServer::Moto(m) => m.endpoint(),
+            DdbServer::Dynalite(d) => d.endpoint(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            DdbServer::Moto(m) => m.port,
+            DdbServer::Dynalite(d) => d.port,
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        match self {
+            DdbServer::Moto(m) => m.stop().await,
+            DdbServer::Dynalite(d) => d.stop().await,
+        }
+    }
+}
+
 /// Static test credentials and no instance-metadata look-ups.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
