@@ -1,4 +1,6 @@
-//! The exporter against real moto servers, scraped over HTTP.
+//! The exporter against real DynamoDB stand-ins, scraped over HTTP. The probe scenarios run once
+//! against moto and once against dynalite (a second, independent implementation of the API), so a
+//! result that only one of them produces fails one of the pair.
 
 use std::time::Duration;
 
@@ -16,12 +18,39 @@ fn labels<'a>(prober: &'a str, region: &'a str, op: &'a str) -> [(&'a str, &'a s
     ]
 }
 
-async fn two_regions() -> (Moto, Moto) {
-    let (a, b) = tokio::join!(Moto::start(), Moto::start());
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn moto() {
+                super::$name(testkit::Ddb::Moto).await
+            }
+            #[tokio::test]
+            async fn dynalite() {
+                super::$name(testkit::Ddb::Dynalite).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    probes_of_healthy_regions_publish_success_with_the_right_labels,
+    a_stopped_region_fails_with_connect_errors_while_the_other_keeps_its_rate,
+    a_missing_health_item_and_a_refused_write_are_told_apart,
+    a_missing_table_is_table_not_found_and_never_a_dead_region,
+    replication_lag_follows_the_copies_the_test_makes,
+);
+
+async fn two_regions_of(kind: Ddb) -> (DdbServer, DdbServer) {
+    let (a, b) = tokio::join!(DdbServer::start(kind), DdbServer::start(kind));
     for (m, r) in [(&a, "us-east-1"), (&b, "us-west-2")] {
         create_table(&client(r, &m.endpoint()).await, T, true).await;
     }
     (a, b)
+}
+
+async fn two_regions() -> (DdbServer, DdbServer) {
+    two_regions_of(Ddb::Moto).await
 }
 
 async fn wait_success(e: &Exporter, prober: &str, region: &str, op: &str) {
@@ -34,9 +63,8 @@ async fn wait_success(e: &Exporter, prober: &str, region: &str, op: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn probes_of_healthy_regions_publish_success_with_the_right_labels() {
-    let (a, b) = two_regions().await;
+async fn probes_of_healthy_regions_publish_success_with_the_right_labels(kind: Ddb) {
+    let (a, b) = two_regions_of(kind).await;
     let e = Exporter::spawn(&exporter_config(
         "vantage-a",
         &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
@@ -121,9 +149,8 @@ async fn probes_of_healthy_regions_publish_success_with_the_right_labels() {
     assert_eq!(h.status(), 200);
 }
 
-#[tokio::test]
-async fn a_stopped_region_fails_with_connect_errors_while_the_other_keeps_its_rate() {
-    let (mut a, b) = two_regions().await;
+async fn a_stopped_region_fails_with_connect_errors_while_the_other_keeps_its_rate(kind: Ddb) {
+    let (mut a, b) = two_regions_of(kind).await;
     let e = Exporter::spawn(&exporter_config(
         "vantage-a",
         &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
@@ -244,9 +271,8 @@ async fn a_blackholed_endpoint_fails_as_timeout_within_the_configured_bound() {
     );
 }
 
-#[tokio::test]
-async fn a_missing_health_item_and_a_refused_write_are_told_apart() {
-    let (a, b) = tokio::join!(Moto::start(), Moto::start());
+async fn a_missing_health_item_and_a_refused_write_are_told_apart(kind: Ddb) {
+    let (a, b) = tokio::join!(DdbServer::start(kind), DdbServer::start(kind));
     // east: no health item. west: a newer canary of this prober id already stored.
     create_table(&client("us-east-1", &a.endpoint()).await, T, false).await;
     let west = client("us-west-2", &b.endpoint()).await;
@@ -310,6 +336,56 @@ async fn a_missing_health_item_and_a_refused_write_are_told_apart() {
     assert_eq!(sample(&t, "dynamodb_probe_total", &cross), Some(0.0));
 }
 
+async fn a_missing_table_is_table_not_found_and_never_a_dead_region(kind: Ddb) {
+    let (a, b) = tokio::join!(DdbServer::start(kind), DdbServer::start(kind));
+    // East has the table; west has none at all (a replica never added there).
+    create_table(&client("us-east-1", &a.endpoint()).await, T, true).await;
+    let e = Exporter::spawn(&exporter_config(
+        "vantage-a",
+        &[("us-east-1", &a.endpoint()), ("us-west-2", &b.endpoint())],
+        &[T],
+    ))
+    .await;
+    for op in ["read", "write"] {
+        let missing = [
+            ("region", "us-west-2"),
+            ("operation", op),
+            ("result", "table_not_found"),
+        ];
+        wait_until(
+            Duration::from_secs(20),
+            &format!("west {op} to say table_not_found"),
+            || async {
+                e.value("dynamodb_probe_total", &missing)
+                    .await
+                    .unwrap_or(0.0)
+                    >= 1.0
+            },
+        )
+        .await;
+    }
+    wait_success(&e, "vantage-a", "us-east-1", "read").await;
+    let t = e.scrape().await;
+    // (Not timeouts: moto, a Python server, can miss the test kit's 250 ms bound while a loaded
+    // machine starts it, whatever the table.)
+    for result in ["connect_error", "server_error", "client_error"] {
+        assert_eq!(
+            sample(
+                &t,
+                "dynamodb_probe_total",
+                &[
+                    ("region", "us-west-2"),
+                    ("operation", "read"),
+                    ("result", result)
+                ]
+            )
+            .unwrap_or(0.0),
+            0.0,
+            "{kind:?}: {result}"
+        );
+    }
+}
+
 /// Copies this prober's east canary into west, as global-table replication would.
 async fn replicate(from: &aws_sdk_dynamodb::Client, to: &aws_sdk_dynamodb::Client) -> bool {
     let key = "dynamo-failover-canary#vantage-a#us-east-1";
@@ -332,9 +408,8 @@ async fn replicate(from: &aws_sdk_dynamodb::Client, to: &aws_sdk_dynamodb::Clien
     }
 }
 
-#[tokio::test]
-async fn replication_lag_follows_the_copies_the_test_makes() {
-    let (a, b) = two_regions().await;
+async fn replication_lag_follows_the_copies_the_test_makes(kind: Ddb) {
+    let (a, b) = two_regions_of(kind).await;
     let east = client("us-east-1", &a.endpoint()).await;
     let west = client("us-west-2", &b.endpoint()).await;
     let e = Exporter::spawn(&exporter_config(
