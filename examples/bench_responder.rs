@@ -4,7 +4,7 @@
 //!    failover/failback cycles against the fake DigitalOcean API (three load balancers, one DNS
 //!    record, the env file), with the live target probe's own time reported separately.
 //! 2. Acknowledgement time of 5,000 duplicate webhook deliveries from 50 concurrent senders, and
-//!    the number of transitions they caused (must be exactly one).
+//!    the number of transitions they caused (must be exactly one); ten runs, each printed.
 //!
 //! 3. Webhook to every step verified over TLS next to plain HTTP, each with keep-alive and with
 //!    a new connection (so a new handshake) per request: a second responder, with
@@ -39,6 +39,65 @@ fn alert(region: &str, firing: bool, starts: &str) -> String {
 }
 
 const TLS_CYCLES: usize = 50;
+const STORMS: usize = 10;
+
+/// 5,000 deliveries of `body` from 50 concurrent senders, 100 each, over plain keep-alive
+/// HTTP/1.1 with a prepared request, as a lean client like Alertmanager's does, so the figure is
+/// the responder's acknowledgement, not client overhead. Answers the sorted acknowledgement times
+/// (ms) and the wall time.
+async fn storm(addr: &str, body: &str) -> (Vec<f64>, Duration) {
+    let request = format!(
+        "POST /alerts HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut senders = Vec::new();
+    let start = Instant::now();
+    for _ in 0..50 {
+        let (addr, request) = (addr.to_string(), request.clone());
+        senders.push(tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            conn.set_nodelay(true).unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut lat = Vec::with_capacity(100);
+            for _ in 0..100 {
+                let t = Instant::now();
+                conn.write_all(request.as_bytes()).await.unwrap();
+                // Read one whole answer: headers, then Content-Length bytes of body.
+                let mut have = 0;
+                loop {
+                    let n = conn.read(&mut buf[have..]).await.unwrap();
+                    assert!(n > 0, "connection closed");
+                    have += n;
+                    let text = std::str::from_utf8(&buf[..have]).unwrap_or("");
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if have >= end + 4 + len {
+                            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                            break;
+                        }
+                    }
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut acks = Vec::new();
+    for s in senders {
+        acks.extend(s.await.unwrap());
+    }
+    let wall = start.elapsed();
+    acks.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (acks, wall)
+}
 
 /// One failover (webhook) and one failback (operator request) through `client`, each timed from
 /// sending the request to its answer (the acknowledgement) and to the state polled through `poll`
@@ -296,99 +355,64 @@ type = "A"
     println!("responder overhead without the live check: median {:.2} ms, p99 {:.2} ms (floor: p99 < 50 ms)", pct(&without, 0.5), pct(&without, 0.99));
     let overhead_ok = pct(&without, 0.99) < 50.0;
 
-    // 2. Storm.
-    let before = state(http.clone(), base.clone()).await["epoch"]
-        .as_u64()
-        .unwrap();
-    let body = alert("us-east-1", true, "2026-11-27T00:00:00.000Z");
-    // Senders speak plain keep-alive HTTP/1.1 with a prepared request, as a lean client like
-    // Alertmanager's does, so the figure is the responder's acknowledgement, not client overhead.
+    // 2. Storms: 10 runs, each a new alert instance from home, then back home for the next.
     let addr = base.trim_start_matches("http://").to_string();
-    let request = format!(
-        "POST /alerts HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut senders = Vec::new();
-    let start = Instant::now();
-    for _ in 0..50 {
-        let (addr, request) = (addr.clone(), request.clone());
-        senders.push(tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            conn.set_nodelay(true).unwrap();
-            let mut buf = vec![0u8; 4096];
-            let mut lat = Vec::with_capacity(100);
-            for _ in 0..100 {
-                let t = Instant::now();
-                conn.write_all(request.as_bytes()).await.unwrap();
-                // Read one whole answer: headers, then Content-Length bytes of body.
-                let mut have = 0;
-                loop {
-                    let n = conn.read(&mut buf[have..]).await.unwrap();
-                    assert!(n > 0, "connection closed");
-                    have += n;
-                    let text = std::str::from_utf8(&buf[..have]).unwrap_or("");
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len: usize = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if have >= end + 4 + len {
-                            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-                            break;
-                        }
-                    }
-                }
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            lat
-        }));
+    let mut p99s = Vec::new();
+    let mut storm_ok = true;
+    for run in 0..STORMS {
+        let starts = format!("2026-11-27T00:{run:02}:00.000Z");
+        let before = state(http.clone(), base.clone()).await["epoch"]
+            .as_u64()
+            .unwrap();
+        let (acks, wall) = storm(&addr, &alert("us-east-1", true, &starts)).await;
+        while !settled(&state(http.clone(), base.clone()).await, "us-west-2") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let after = state(http.clone(), base.clone()).await["epoch"]
+            .as_u64()
+            .unwrap();
+        if run == 0 {
+            println!(
+                "\n## webhook storm: {} duplicate deliveries from 50 concurrent senders, {STORMS} runs (each a new alert, traffic home before it)",
+                acks.len()
+            );
+        }
+        println!(
+            "run {:>2}: {:.2} s, acknowledgement median {:.2} ms, p99 {:.2} ms, max {:.2} ms; transitions caused: {} (must be exactly 1)",
+            run + 1,
+            wall.as_secs_f64(),
+            pct(&acks, 0.5),
+            pct(&acks, 0.99),
+            acks[acks.len() - 1],
+            after - before
+        );
+        p99s.push(pct(&acks, 0.99));
+        storm_ok &= after - before == 1;
+        // Home again: the alert resolves, an operator fails back.
+        http.post(format!("{base}/alerts"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(alert("us-east-1", false, &starts))
+            .send()
+            .await
+            .unwrap();
+        http.post(format!("{base}/v1/failback"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        while !settled(&state(http.clone(), base.clone()).await, "us-east-1") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
-    let mut acks = Vec::new();
-    for s in senders {
-        acks.extend(s.await.unwrap());
-    }
-    let wall = start.elapsed();
-    acks.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    while !settled(&state(http.clone(), base.clone()).await, "us-west-2") {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let after = state(http.clone(), base.clone()).await["epoch"]
-        .as_u64()
-        .unwrap();
+    let under = p99s.iter().filter(|p| **p < 2.0).count();
     println!(
-        "\n## webhook storm: {} duplicate deliveries from 50 concurrent senders in {:.2} s",
-        acks.len(),
-        wall.as_secs_f64()
+        "p99 under 2 ms in {under} of {STORMS} runs (floor: at least 9); under 5 ms in {}",
+        p99s.iter().filter(|p| **p < 5.0).count()
     );
-    println!(
-        "acknowledgement: median {:.2} ms, p99 {:.2} ms, max {:.2} ms (floor: p99 < 5 ms)",
-        pct(&acks, 0.5),
-        pct(&acks, 0.99),
-        acks[acks.len() - 1]
-    );
-    println!("transitions caused: {} (must be exactly 1)", after - before);
-    let storm_ok = pct(&acks, 0.99) < 5.0 && after - before == 1;
-    // 3. TLS. Traffic home first: a responder with no state refuses objects pointing away.
-    http.post(format!("{base}/alerts"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(alert("us-east-1", false, "2026-11-27T00:00:00.000Z"))
-        .send()
-        .await
-        .unwrap();
-    http.post(format!("{base}/v1/failback"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    while !settled(&state(http.clone(), base.clone()).await, "us-east-1") {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    storm_ok &= under >= 9;
+
+    // 3. TLS. Traffic is home (a responder with no state refuses objects pointing away).
     let ca = testkit::pki::Ca::new(dir.path(), "bench");
     let cert = ca.issue("responder", testkit::pki::Use::Server);
     let tls_config = dynamo_failover::config::Config::parse(&config_text(

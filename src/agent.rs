@@ -135,7 +135,7 @@ pub fn read_applied(cfg: &AgentConfig) -> anyhow::Result<Applied> {
 
 struct Agent {
     cfg: AgentConfig,
-    http: reqwest::Client,
+    http: Arc<crate::tls::Client>,
     metrics: Metrics,
     /// The responder that answered last (tried first).
     current: usize,
@@ -158,6 +158,7 @@ impl Agent {
             let i = (self.current + k) % n;
             let mut req = self
                 .http
+                .get()
                 .get(self.url(i, "placement"))
                 .bearer_auth(self.cfg.token.expose())
                 .timeout(self.cfg.poll_wait + self.cfg.request_timeout)
@@ -225,6 +226,7 @@ impl Agent {
             let i = (self.current + k) % n;
             let r = self
                 .http
+                .get()
                 .post(self.url(i, "ack"))
                 .bearer_auth(self.cfg.token.expose())
                 .timeout(self.cfg.request_timeout)
@@ -352,25 +354,34 @@ pub async fn run(
     let registry = Registry::new();
     crate::metrics::register_common(&registry).context("registering build metrics")?;
     let metrics = Metrics::register(&registry, &cfg.name).context("registering agent metrics")?;
+    let tls_metrics =
+        crate::tls::TlsFamilies::register(&registry).context("registering TLS metrics")?;
     let tls = cfg
         .tls
         .as_ref()
-        .map(|t| crate::tls::ServerTls::load("agent", t, Some(&registry)))
+        .map(|t| crate::tls::ServerTls::load("agent", t, Some(tls_metrics.of("agent"))))
         .transpose()?;
-    let http = crate::tls::client(
-        reqwest::Client::builder()
-            .connect_timeout(cfg.request_timeout)
-            .user_agent(format!(
-                "dynamo-failover-agent/{} ({})",
-                env!("CARGO_PKG_VERSION"),
-                cfg.name
-            )),
+    let (timeout, agent_name) = (cfg.request_timeout, cfg.name.clone());
+    // Its token goes only where the config says: no proxy from the environment in between.
+    let http = crate::tls::Client::new(
+        "agent-client",
         &cfg.responder_tls,
         crate::tls::Roots::BundleOnly,
+        move || {
+            reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .no_proxy()
+                .user_agent(format!(
+                    "dynamo-failover-agent/{} ({agent_name})",
+                    env!("CARGO_PKG_VERSION"),
+                ))
+        },
+        cfg.responder_tls
+            .cert_file
+            .is_some()
+            .then(|| tls_metrics.of("agent-client")),
     )
-    .context("[agent.responder_tls]")?
-    .build()
-    .context("building the HTTP client")?;
+    .context("[agent.responder_tls]")?;
     let mut applied = read_applied(&cfg)?;
     if let Some(e) = applied.epoch {
         metrics.applied_epoch.set(e as i64);

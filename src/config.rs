@@ -464,6 +464,7 @@ impl RawConfig {
             self.exporter.listen,
             self.exporter.tls.as_ref(),
             self.exporter.allow_plain_http,
+            "its metrics",
         )
         .map_err(|e| invalid("exporter.listen", e))?;
         let responder = self

@@ -29,7 +29,10 @@ pub async fn run(
         .exporter
         .tls
         .as_ref()
-        .map(|t| crate::tls::ServerTls::load("exporter", t, Some(&registry)))
+        .map(|t| -> anyhow::Result<_> {
+            let m = crate::tls::TlsFamilies::register(&registry)?;
+            crate::tls::ServerTls::load("exporter", t, Some(m.of("exporter")))
+        })
         .transpose()?;
     let mut operations = Vec::new();
     let p = config.prober.probes;

@@ -119,8 +119,8 @@ impl ClientArgs {
                 ca_file: self.ca_file,
                 cert_file: self.cert_file,
                 key_file: self.key_file,
+                allow_plain_http: self.allow_plain_http,
             },
-            allow_plain_http: self.allow_plain_http,
         }
     }
 }

@@ -17,8 +17,8 @@ pub enum Action {
 /// How the operator commands reach the responder: its URL and the TLS settings of the call.
 pub struct Target {
     pub url: Option<String>,
+    /// With `allow_plain_http` from --allow-plain-http.
     pub tls: ClientTls,
-    pub allow_plain_http: bool,
 }
 
 impl Target {
@@ -30,18 +30,27 @@ impl Target {
     ) -> anyhow::Result<(String, reqwest::Client)> {
         let base = self.url.clone().unwrap_or_else(|| r.local_url());
         let base = base.trim_end_matches('/').to_string();
-        if dynamo_failover::tls::cleartext_off_machine(&base) && !self.allow_plain_http {
+        // The config's own listener, said to be plain on purpose (allow_plain_http), is this
+        // machine's: no need to say it twice.
+        let own_plain = self.url.is_none() && r.allow_plain_http;
+        if dynamo_failover::tls::cleartext_off_machine(&base)
+            && !self.tls.allow_plain_http
+            && !own_plain
+        {
             bail!(
                 "{base} is plain HTTP to another machine: the admin token would cross the network \
                  in cleartext. Use https:// (the responder's [responder.tls]), or pass \
                  --allow-plain-http if something else encrypts the path"
             );
         }
-        self.tls
-            .check("--cert-file/--key-file")
-            .map_err(|e| anyhow::anyhow!(e))?;
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            bail!("--cert-file and --key-file go together: give both, or neither");
+        }
+        // The admin token goes only to the URL: no proxy from the environment in between.
         let http = dynamo_failover::tls::client(
-            reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)),
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .no_proxy(),
             &self.tls,
             dynamo_failover::tls::Roots::BundleOnly,
         )?

@@ -784,16 +784,22 @@ fn local_app_rows(app: &crate::config::responder::AppConfig) -> Vec<Row> {
 /// By the mode bits, as the kernel would decide for that user (ACLs aside): a file not written yet
 /// will be created 0644, readable by anyone.
 fn readable_by(path: &Path, app: &crate::config::responder::AppConfig) -> Result<String, String> {
-    use crate::config::agent::{group_id, user_id};
+    use crate::config::agent::{group_id, supplementary_groups, user_entry};
     use std::os::unix::fs::MetadataExt;
-    let uid = match &app.read_as_user {
-        Some(u) => Some(user_id(u).ok_or_else(|| format!("no user `{u}` on this machine"))?),
-        None => None,
+    // The user's own id and every group it is in, as the kernel would count them.
+    let (uid, mut gids) = match &app.read_as_user {
+        Some(u) => {
+            let (name, uid, primary) =
+                user_entry(u).ok_or_else(|| format!("no user `{u}` on this machine"))?;
+            let mut gids = supplementary_groups(&name);
+            gids.push(primary);
+            (Some(uid), gids)
+        }
+        None => (None, Vec::new()),
     };
-    let gid = match &app.read_as_group {
-        Some(g) => Some(group_id(g).ok_or_else(|| format!("no group `{g}` on this machine"))?),
-        None => None,
-    };
+    if let Some(g) = &app.read_as_group {
+        gids.push(group_id(g).ok_or_else(|| format!("no group `{g}` on this machine"))?);
+    }
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -802,10 +808,13 @@ fn readable_by(path: &Path, app: &crate::config::responder::AppConfig) -> Result
         Err(e) => return Err(e.to_string()),
     };
     let mode = meta.mode() & 0o777;
-    // The owner's bits apply to the owner alone, then the group's to its members, then the rest.
-    let bits = if uid == Some(meta.uid()) {
+    // Root reads anything; otherwise the owner's bits apply to the owner alone, then the group's
+    // to its members, then the rest.
+    let bits = if uid == Some(0) {
+        0o4
+    } else if uid == Some(meta.uid()) {
         mode >> 6
-    } else if gid == Some(meta.gid()) {
+    } else if gids.contains(&meta.gid()) {
         mode >> 3
     } else {
         mode
@@ -1613,6 +1622,44 @@ impl Changes {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_env_file_is_judged_readable_as_the_kernel_would_for_that_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.env");
+        std::fs::write(&file, "DYNAMODB_REGION=us-east-1\n").unwrap();
+        let chmod =
+            |m| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(m)).unwrap();
+        let app = |user: Option<&str>, group: Option<&str>| crate::config::responder::AppConfig {
+            env_file: file.clone(),
+            env_key: crate::config::types::EnvName::parse("DYNAMODB_REGION").unwrap(),
+            reload_commands: Vec::new(),
+            pass_env: Vec::new(),
+            command_timeout: std::time::Duration::from_secs(1),
+            read_as_user: user.map(str::to_string),
+            read_as_group: group.map(str::to_string),
+        };
+        // Root reads anything.
+        chmod(0o000);
+        assert!(readable_by(&file, &app(Some("root"), None)).is_ok());
+        // nobody owns nothing here and is in none of the file's groups: the others' bits.
+        chmod(0o640);
+        let e = readable_by(&file, &app(Some("nobody"), None)).unwrap_err();
+        assert!(e.contains("nobody cannot read it (mode 0640"), "{e}");
+        chmod(0o644);
+        assert!(readable_by(&file, &app(Some("nobody"), None)).is_ok());
+        // The file's own group (this process's) given as the group: its bits.
+        use std::os::unix::fs::MetadataExt;
+        let gid = std::fs::metadata(&file).unwrap().gid().to_string();
+        chmod(0o640);
+        assert!(readable_by(&file, &app(None, Some(&gid))).is_ok());
+        chmod(0o600);
+        assert!(readable_by(&file, &app(None, Some(&gid))).is_err());
+        // A user that does not exist is said as such.
+        let e = readable_by(&file, &app(Some("no-such-user-here"), None)).unwrap_err();
+        assert!(e.contains("no user `no-such-user-here`"), "{e}");
+    }
     use super::*;
 
     impl Changes {

@@ -203,7 +203,10 @@ pub async fn run(
     let tls = r
         .tls
         .as_ref()
-        .map(|t| crate::tls::ServerTls::load("responder", t, Some(&registry)))
+        .map(|t| -> anyhow::Result<_> {
+            let m = crate::tls::TlsFamilies::register(&registry)?;
+            crate::tls::ServerTls::load("responder", t, Some(m.of("responder")))
+        })
         .transpose()?;
     register_common(&registry).context("registering build and process metrics")?;
     let regions: Vec<String> = config.regions.iter().map(|x| x.name.clone()).collect();

@@ -33,17 +33,19 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// A plain listener is for loopback; anywhere else the tokens would cross the network in
-/// cleartext, so it needs TLS or `allow_plain_http = true` (something else encrypts the path).
+/// A plain listener is for loopback; anywhere else what it carries (`carries`: "its tokens",
+/// "its metrics") would cross the network in cleartext, unauthenticated, so it needs TLS or
+/// `allow_plain_http = true` (something else encrypts the path).
 pub fn check_listener(
     section: &str,
     listen: SocketAddr,
     tls: Option<&ServerTlsConfig>,
     allow_plain_http: bool,
+    carries: &str,
 ) -> Result<(), String> {
     if tls.is_none() && !listen.ip().is_loopback() && !allow_plain_http {
         return Err(format!(
-            "{listen} is not a loopback address and [{section}.tls] is not set: its tokens would \
+            "{listen} is not a loopback address and [{section}.tls] is not set: {carries} would \
              cross the network in cleartext. Configure [{section}.tls] (cert_file, key_file), or \
              set {section}.allow_plain_http = true if something else encrypts the path (a TLS \
              proxy on this machine, a VPN)"
@@ -300,12 +302,35 @@ fn build(files: &ServerTlsConfig) -> Result<(Arc<ServerConfig>, CertSummary), St
     ))
 }
 
-/// What a file looks like now, to notice a rotation: device, inode, size and modification time
-/// of each (through symlinks, so a swapped link counts).
-type Stamp = Vec<Option<(u64, u64, u64, i64, i64)>>;
+/// What a file looks like now, to notice a rotation: device, inode, size, modification and change
+/// times, mode and owner of each (through symlinks, so a swapped link counts; the change time and
+/// mode so a `chmod` or `chgrp` that makes a key readable counts too).
+type Stamp = Vec<Option<[i64; 10]>>;
 
-fn stamp(files: &ServerTlsConfig) -> Stamp {
+fn stamp(paths: &[&PathBuf]) -> Stamp {
     use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p).ok().map(|m| {
+                [
+                    m.dev() as i64,
+                    m.ino() as i64,
+                    m.size() as i64,
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                    m.mode() as i64,
+                    m.uid() as i64,
+                    m.gid() as i64,
+                ]
+            })
+        })
+        .collect()
+}
+
+fn server_paths(files: &ServerTlsConfig) -> Vec<&PathBuf> {
     [
         Some(&files.cert_file),
         Some(&files.key_file),
@@ -313,53 +338,101 @@ fn stamp(files: &ServerTlsConfig) -> Stamp {
     ]
     .into_iter()
     .flatten()
-    .map(|p| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-    })
     .collect()
+}
+
+/// When files that changed are loaded: once they have looked the same at two looks a
+/// [`RECHECK`] apart (a rotation writes several files; loading halfway would fail, or count a
+/// failure, for nothing), and again at every look while they do not load.
+struct Watch {
+    /// The files as last loaded.
+    loaded: Stamp,
+    /// Changed files seen at the last look and not loaded yet.
+    candidate: Option<Stamp>,
+    checked: Instant,
+    /// The last load error said, so a file that keeps failing is said once, not every second.
+    last_error: Option<String>,
+}
+
+enum Look {
+    Unchanged,
+    /// The files changed and settled: load them.
+    Load(Stamp),
+}
+
+impl Watch {
+    fn new(loaded: Stamp) -> Watch {
+        Watch {
+            loaded,
+            candidate: None,
+            checked: Instant::now(),
+            last_error: None,
+        }
+    }
+
+    fn look(&mut self, paths: &[&PathBuf]) -> Look {
+        if self.checked.elapsed() < RECHECK {
+            return Look::Unchanged;
+        }
+        self.checked = Instant::now();
+        let now = stamp(paths);
+        if now == self.loaded {
+            self.candidate = None;
+            return Look::Unchanged;
+        }
+        if self.candidate.as_ref() == Some(&now) {
+            return Look::Load(now);
+        }
+        self.candidate = Some(now);
+        Look::Unchanged
+    }
+
+    fn loaded(&mut self, stamp: Stamp) {
+        self.loaded = stamp;
+        self.candidate = None;
+        self.last_error = None;
+    }
+
+    /// Answers whether this error is new (to be said and counted).
+    fn failed(&mut self, error: &str) -> bool {
+        let new = self.last_error.as_deref() != Some(error);
+        self.last_error = Some(error.to_string());
+        new
+    }
 }
 
 /// A listener's TLS: the current certificate, and the files to reload it from.
 pub struct ServerTls {
     listener: &'static str,
     files: ServerTlsConfig,
-    current: Mutex<Current>,
+    current: Mutex<(tokio_rustls::TlsAcceptor, Watch)>,
     metrics: Option<TlsMetrics>,
 }
 
-struct Current {
-    acceptor: tokio_rustls::TlsAcceptor,
-    /// The files as last looked at (loaded, or failed to load: not tried again until they change).
-    seen: Stamp,
-    checked: Instant,
-}
-
-/// A listener's TLS metrics.
+/// The TLS metric families of one registry (one process role).
 #[derive(Clone)]
-pub struct TlsMetrics {
-    pub expiry: prometheus::IntGauge,
-    pub reloads_ok: prometheus::IntCounter,
-    pub reloads_failed: prometheus::IntCounter,
-    pub handshake_failures: prometheus::IntCounter,
+pub struct TlsFamilies {
+    expiry: prometheus::IntGaugeVec,
+    reloads: prometheus::IntCounterVec,
+    failures: prometheus::IntCounterVec,
 }
 
-impl TlsMetrics {
-    pub fn register(registry: &prometheus::Registry, listener: &str) -> prometheus::Result<Self> {
+impl TlsFamilies {
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
         use prometheus::{IntCounterVec, IntGaugeVec, Opts};
         let expiry = IntGaugeVec::new(
             Opts::new(
                 "tls_certificate_expiry_timestamp_seconds",
-                "notAfter of the certificate this listener serves, in Unix seconds.",
+                "notAfter of the certificate in use, in Unix seconds: a listener's (listener = \
+                 its role) or a client's (listener = ROLE-client).",
             ),
             &["listener"],
         )?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "tls_certificate_reloads_total",
-                "Certificate files that changed and were loaded (ok) or kept the last good one \
-                 (error).",
+                "Certificate files that changed and were loaded (ok), or do not load and leave \
+                 the last good ones in use (error, once per distinct problem).",
             ),
             &["listener", "result"],
         )?;
@@ -376,11 +449,40 @@ impl TlsMetrics {
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         Ok(Self {
-            expiry: expiry.with_label_values(&[listener]),
-            reloads_ok: reloads.with_label_values(&[listener, "ok"]),
-            reloads_failed: reloads.with_label_values(&[listener, "error"]),
-            handshake_failures: failures.with_label_values(&[listener]),
+            expiry,
+            reloads,
+            failures,
         })
+    }
+
+    pub fn of(&self, listener: &str) -> TlsMetrics {
+        TlsMetrics {
+            expiry: self.expiry.with_label_values(&[listener]),
+            reloads_ok: self.reloads.with_label_values(&[listener, "ok"]),
+            reloads_failed: self.reloads.with_label_values(&[listener, "error"]),
+            handshake_failures: self.failures.with_label_values(&[listener]),
+        }
+    }
+}
+
+/// One listener's (or client's) TLS metrics.
+#[derive(Clone)]
+pub struct TlsMetrics {
+    pub expiry: prometheus::IntGauge,
+    pub reloads_ok: prometheus::IntCounter,
+    pub reloads_failed: prometheus::IntCounter,
+    pub handshake_failures: prometheus::IntCounter,
+}
+
+/// Says what was loaded: an error when the certificate is not valid now (clients will refuse
+/// it), else info.
+fn said_loaded(who: &str, what: &str, summary: &CertSummary) {
+    let now = now_unix();
+    let validity = summary.describe(now);
+    if summary.not_after <= now || summary.not_before > now {
+        tracing::error!(listener = who, validity = %validity, "{what}, but it is not valid now: the other side will refuse it");
+    } else {
+        tracing::info!(listener = who, validity = %validity, "{what}");
     }
 }
 
@@ -389,33 +491,19 @@ impl ServerTls {
     pub fn load(
         listener: &'static str,
         files: &ServerTlsConfig,
-        registry: Option<&prometheus::Registry>,
+        metrics: Option<TlsMetrics>,
     ) -> anyhow::Result<Arc<ServerTls>> {
-        let seen = stamp(files);
+        let seen = stamp(&server_paths(files));
         let (config, summary) =
             build(files).map_err(|e| anyhow::anyhow!("[{listener}.tls] {e}"))?;
-        let metrics = registry
-            .map(|r| TlsMetrics::register(r, listener))
-            .transpose()?;
         if let Some(m) = &metrics {
             m.expiry.set(summary.not_after);
         }
-        let now = now_unix();
-        if summary.not_after <= now || summary.not_before > now {
-            tracing::error!(listener, certificate = %files.cert_file.display(),
-                validity = %summary.describe(now), "the certificate is not valid now: clients will refuse it");
-        } else {
-            tracing::info!(listener, certificate = %files.cert_file.display(),
-                validity = %summary.describe(now), "TLS on");
-        }
+        said_loaded(listener, "TLS on", &summary);
         Ok(Arc::new(ServerTls {
             listener,
             files: files.clone(),
-            current: Mutex::new(Current {
-                acceptor: tokio_rustls::TlsAcceptor::from(config),
-                seen,
-                checked: Instant::now(),
-            }),
+            current: Mutex::new((tokio_rustls::TlsAcceptor::from(config), Watch::new(seen))),
             metrics,
         }))
     }
@@ -423,34 +511,34 @@ impl ServerTls {
     /// The acceptor for a new connection: the files' latest good contents.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if cur.checked.elapsed() >= RECHECK {
-            cur.checked = Instant::now();
-            let now = stamp(&self.files);
-            if now != cur.seen {
-                cur.seen = now;
-                match build(&self.files) {
-                    Ok((config, summary)) => {
-                        cur.acceptor = tokio_rustls::TlsAcceptor::from(config);
-                        if let Some(m) = &self.metrics {
-                            m.expiry.set(summary.not_after);
-                            m.reloads_ok.inc();
-                        }
-                        tracing::info!(listener = self.listener, validity = %summary.describe(now_unix()),
-                            "certificate files changed: serving the new certificate");
+        let (acceptor, watch) = &mut *cur;
+        if let Look::Load(now) = watch.look(&server_paths(&self.files)) {
+            match build(&self.files) {
+                Ok((config, summary)) => {
+                    *acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    watch.loaded(now);
+                    if let Some(m) = &self.metrics {
+                        m.expiry.set(summary.not_after);
+                        m.reloads_ok.inc();
                     }
-                    Err(e) => {
-                        // Looked at again when the files next change (the other half of a
-                        // rotation arriving, say).
+                    said_loaded(
+                        self.listener,
+                        "certificate files changed: serving the new certificate",
+                        &summary,
+                    );
+                }
+                Err(e) => {
+                    if watch.failed(&e) {
                         if let Some(m) = &self.metrics {
                             m.reloads_failed.inc();
                         }
                         tracing::warn!(listener = self.listener, error = %e,
-                            "certificate files changed but do not load: still serving the last good certificate");
+                            "certificate files changed but do not load: still serving the last good certificate; trying again every second");
                     }
                 }
             }
         }
-        cur.acceptor.clone()
+        acceptor.clone()
     }
 
     pub fn handshake_failed(&self, error: &str) {
@@ -459,6 +547,110 @@ impl ServerTls {
         }
         tracing::debug!(listener = self.listener, error, "TLS handshake failed");
     }
+}
+
+/// An HTTP client whose TLS files are read again when they change (an agent's renewed client
+/// certificate is used from its next request on, no restart). Rebuilt by the same rule as a
+/// listener's certificate: once the files have settled, and again every second while they do
+/// not load; the last good client is used meanwhile.
+pub struct Client {
+    who: &'static str,
+    tls: ClientTls,
+    roots: Roots,
+    make: Box<dyn Fn() -> reqwest::ClientBuilder + Send + Sync>,
+    current: Mutex<(reqwest::Client, Watch)>,
+    metrics: Option<TlsMetrics>,
+}
+
+impl Client {
+    /// Builds the client from `make()` and `tls`; an error names the file.
+    pub fn new(
+        who: &'static str,
+        tls: &ClientTls,
+        roots: Roots,
+        make: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static,
+        metrics: Option<TlsMetrics>,
+    ) -> anyhow::Result<Arc<Client>> {
+        let paths = client_paths(tls);
+        let seen = stamp(&paths);
+        let http = client(make(), tls, roots)?.build()?;
+        let c = Client {
+            who,
+            tls: tls.clone(),
+            roots,
+            make: Box::new(make),
+            current: Mutex::new((http, Watch::new(seen))),
+            metrics,
+        };
+        c.said_certificate("client certificate in use");
+        Ok(Arc::new(c))
+    }
+
+    /// The client for the next request.
+    pub fn get(&self) -> reqwest::Client {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (http, watch) = &mut *cur;
+        if let Look::Load(now) = watch.look(&client_paths(&self.tls)) {
+            match client((self.make)(), &self.tls, self.roots).and_then(|b| Ok(b.build()?)) {
+                Ok(new) => {
+                    *http = new;
+                    watch.loaded(now);
+                    if let Some(m) = &self.metrics {
+                        m.reloads_ok.inc();
+                    }
+                    self.said_certificate("TLS files changed: the new ones are in use");
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    if watch.failed(&e) {
+                        if let Some(m) = &self.metrics {
+                            m.reloads_failed.inc();
+                        }
+                        tracing::warn!(client = self.who, error = %e,
+                            "TLS files changed but do not load: still using the last good ones; trying again every second");
+                    }
+                }
+            }
+        }
+        http.clone()
+    }
+
+    /// Sets the expiry gauge from the client certificate, and says it.
+    fn said_certificate(&self, what: &str) {
+        let Some(cert) = &self.tls.cert_file else {
+            return;
+        };
+        let Ok(chain) = certs(cert, "cert_file") else {
+            return;
+        };
+        let Some((not_before, not_after)) = validity(&chain[0]) else {
+            return;
+        };
+        if let Some(m) = &self.metrics {
+            m.expiry.set(not_after);
+        }
+        said_loaded(
+            self.who,
+            what,
+            &CertSummary {
+                not_after,
+                not_before,
+                chain_len: chain.len(),
+                client_cas: None,
+            },
+        );
+    }
+}
+
+fn client_paths(tls: &ClientTls) -> Vec<&PathBuf> {
+    [
+        tls.ca_file.as_ref(),
+        tls.cert_file.as_ref(),
+        tls.key_file.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Whose roots a client trusts when a CA bundle is configured.
@@ -515,41 +707,54 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
 pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     use rustls::{AlertDescription, CertificateError, Error};
     let t = rustls_error(err)?;
-    Some(match t {
-        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "the server's certificate is not signed by a CA this client trusts (give the \
-                     client the CA that signed it: ca_file / --ca-file)"
-                .to_string()
-        }
-        Error::InvalidCertificate(CertificateError::Expired)
-        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
-            "the server's certificate has expired (renew it; the server picks up the new \
-                     files without a restart)"
-                .to_string()
-        }
-        Error::InvalidCertificate(CertificateError::NotValidForName)
-        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+    let said = |s: &str| Some(s.to_string());
+    match t {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => said(
+            "the server's certificate is not signed by a CA this client trusts (give the client \
+             the CA that signed it: ca_file / --ca-file)",
+        ),
+        Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => said(
+            "the server's certificate has expired (renew it; the server picks up the new files \
+             without a restart)",
+        ),
+        Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => said(
+            "the server's certificate is not valid yet (its notBefore is in the future: check \
+             both machines' clocks)",
+        ),
+        Error::InvalidCertificate(
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. },
+        ) => said(
+            "the server's certificate is not for TLS servers (its extended key usage lacks \
+             serverAuth)",
+        ),
+        Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => said(
             "the server's certificate is not valid for the host in the URL (use a name or \
-                     address the certificate lists)"
-                .to_string()
-        }
-        Error::AlertReceived(AlertDescription::CertificateRequired) => {
+             address the certificate lists)",
+        ),
+        Error::AlertReceived(AlertDescription::CertificateRequired) => said(
             "the server requires a client certificate (mutual TLS) and none was presented \
-                     (cert_file and key_file / --cert-file and --key-file)"
-                .to_string()
-        }
+             (cert_file and key_file / --cert-file and --key-file)",
+        ),
         Error::AlertReceived(
             AlertDescription::UnknownCA
             | AlertDescription::BadCertificate
             | AlertDescription::CertificateExpired
             | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate
             | AlertDescription::AccessDenied,
-        ) => format!(
+        ) => Some(format!(
             "the server refused this client's certificate ({t}): it must be signed by the \
-                     server's client_ca_file and be valid now"
-        ),
-        other => format!("TLS: {other}"),
-    })
+             server's client_ca_file, be valid now and be a client certificate (extended key \
+             usage clientAuth)"
+        )),
+        other => Some(format!("TLS: {other}")),
+    }
 }
 
 /// The rustls error somewhere in `err`'s chain. It sits inside io::Errors, which do not list
@@ -590,7 +795,15 @@ pub async fn diagnose(url: &str, tls: &ClientTls, roots: Roots) -> Option<String
         .ok()?;
     let builder = match (&tls.ca_file, roots) {
         (Some(ca), Roots::BundleOnly) => builder.with_root_certificates(roots_of(ca).ok()?),
-        _ => builder.with_platform_verifier().ok()?,
+        (Some(ca), Roots::SystemAndBundle) => {
+            let extra = certs(ca, "ca_file").ok()?;
+            let verifier =
+                rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider()).ok()?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        }
+        (None, _) => builder.with_platform_verifier().ok()?,
     };
     let config = match (&tls.cert_file, &tls.key_file) {
         (Some(c), Some(k)) => {
@@ -685,7 +898,12 @@ pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
 
 /// UTCTime (YYMMDDHHMMSSZ, years 1950-2049) or GeneralizedTime (YYYYMMDDHHMMSSZ).
 fn asn1_time(tag: u8, bytes: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('Z')?;
+    let digits = bytes.strip_suffix(b"Z")?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // ASCII digits only from here, so every slice below is on a character boundary.
+    let text = std::str::from_utf8(digits).ok()?;
     let num = |s: &str| s.parse::<i32>().ok();
     let (year, rest) = match tag {
         0x17 if text.len() == 12 => {
@@ -722,6 +940,10 @@ mod tests {
         assert_eq!(asn1_time(0x17, b"700101000000"), None);
         assert_eq!(asn1_time(0x18, b"2050010100000Z"), None);
         assert_eq!(asn1_time(0x17, b"701301000000Z"), None);
+        // Not digits: refused, never a slice through a multi-byte character.
+        assert_eq!(asn1_time(0x17, "€€€€Z".as_bytes()), None);
+        assert_eq!(asn1_time(0x18, "2050€0100000Z".as_bytes()), None);
+        assert_eq!(asn1_time(0x17, b"7001010000+0Z"), None);
     }
 
     #[test]
@@ -741,14 +963,16 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:9465".parse().unwrap();
         let lo6: SocketAddr = "[::1]:9465".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:9465".parse().unwrap();
-        assert!(check_listener("responder", lo, None, false).is_ok());
-        assert!(check_listener("responder", lo6, None, false).is_ok());
-        let e = check_listener("responder", any, None, false).unwrap_err();
+        let check = |addr, allow| check_listener("responder", addr, None, allow, "its tokens");
+        assert!(check(lo, false).is_ok());
+        assert!(check(lo6, false).is_ok());
+        let e = check(any, false).unwrap_err();
         assert!(
             e.contains("[responder.tls]") && e.contains("allow_plain_http"),
             "{e}"
         );
-        assert!(check_listener("responder", any, None, true).is_ok());
+        assert!(e.contains("its tokens would cross"), "{e}");
+        assert!(check(any, true).is_ok());
     }
 
     #[test]

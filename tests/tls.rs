@@ -177,6 +177,58 @@ async fn an_agent_and_the_operator_commands_work_over_mutual_tls() {
         .send()
         .await;
     assert!(!plain.is_ok_and(|r| r.status().is_success()));
+    // Its client certificate is renewed without a restart: an expired one is refused (the log
+    // says why), a fresh one works again, and its expiry is exported.
+    let t = tls(&s);
+    let client_expiry = |m: &str| {
+        sample(
+            m,
+            "tls_certificate_expiry_timestamp_seconds",
+            &[("listener", "agent-client")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = client_expiry(&m);
+    assert!(before > dynamo_failover::tls::now_unix() as f64, "{m}");
+    let agent_log = s.path("agent-wp-west-1.log");
+    let expired = t.ca.issue_for("agent-expired", Use::Client, -30, -1);
+    rotate(&expired, &t.client);
+    wait_until(
+        Duration::from_secs(30),
+        "the agent's expired certificate to be refused",
+        || async {
+            std::fs::read_to_string(&agent_log)
+                .unwrap_or_default()
+                .contains("refused this client's certificate")
+        },
+    )
+    .await;
+    let renewed = t.ca.issue_for("agent-renewed", Use::Client, -1, 30);
+    rotate(&renewed, &t.client);
+    let (ok, out) = s.cli(&["failback"]);
+    assert!(ok, "{out}");
+    s.wait_steady_in(EAST, Duration::from_secs(30)).await;
+    wait_until(
+        Duration::from_secs(30),
+        "the agent, renewed, to follow the failback",
+        || async { s.agent_env("wp-west").0.as_deref() == Some(EAST) },
+    )
+    .await;
+    let m = s
+        .http
+        .get(format!("https://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let after = client_expiry(&m);
+    assert!(
+        after < before && after > dynamo_failover::tls::now_unix() as f64 + 29.0 * 86400.0,
+        "{m}"
+    );
+    assert_eq!(s.agents[0].starts, 1, "no restart");
     // The same agent without its client certificate is refused, and its log says why (the TLS
     // 1.3 refusal comes after the handshake; the agent reads the server's alert).
     let cfg = std::fs::read_to_string(s.path("agent-wp-west.toml")).unwrap();
@@ -270,56 +322,13 @@ async fn clients_without_the_right_ca_or_certificate_are_refused_with_a_clear_re
     s.assert_no_secrets();
 }
 
-#[tokio::test]
-async fn a_rotated_certificate_is_served_without_a_restart_and_an_expired_one_is_refused() {
-    let s = Stack::start(mtls()).await;
-    let t = tls(&s);
-    let good = flags(&t.ca.cert_path(), Some(&t.client));
-    let pid = s.replicas[0].child.as_ref().unwrap().id();
-    // An expired certificate replaces the served one: clients refuse it, saying why.
-    let expired = t.ca.issue_for("expired", Use::Server, -30, -1);
-    rotate(&expired, &t.server);
-    wait_until(
-        Duration::from_secs(10),
-        "the expired certificate to be served",
-        || async {
-            let (ok, out) = status_with(&s, &good);
-            !ok && out.contains("the server's certificate has expired")
-        },
-    )
-    .await;
-    // A half-done rotation (a key that is not the certificate's) does not load: the last good
-    // files stay in use.
-    let other = t.ca.issue("other", Use::Server);
-    std::fs::copy(&other.key, &t.server.key).unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await; // past the once-a-second look
-    let (ok, out) = status_with(&s, &good);
-    assert!(!ok && out.contains("has expired"), "{out}");
-    // A new certificate from a new CA, as after a CA change: served from the next connection.
-    let new_ca = Ca::new(s.dir.path(), "new");
-    let fresh = new_ca.issue("fresh", Use::Server);
-    rotate(&fresh, &t.server);
-    let with_new_ca = flags(&new_ca.cert_path(), Some(&t.client));
-    wait_until(
-        Duration::from_secs(10),
-        "the new certificate to be served",
-        || async { status_with(&s, &with_new_ca).0 },
-    )
-    .await;
-    let (ok, out) = status_with(&s, &good);
-    assert!(
-        !ok && out.contains("not signed by a CA this client trusts"),
-        "{out}"
-    );
-    // The same process all along, and the reloads counted.
-    assert_eq!(s.replicas[0].child.as_ref().unwrap().id(), pid);
+/// `/metrics` of the stack's responder over a new connection, trusting `ca`.
+async fn metrics_trusting(s: &Stack, ca: &Path) -> String {
+    let t = tls(s);
     let mut id = std::fs::read(&t.client.cert).unwrap();
     id.extend(std::fs::read(&t.client.key).unwrap());
-    let m = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(
-            &std::fs::read(new_ca.cert_path()).unwrap(),
-        )
-        .unwrap()])
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap()])
         .identity(reqwest::Identity::from_pem(&id).unwrap())
         .build()
         .unwrap()
@@ -329,34 +338,111 @@ async fn a_rotated_certificate_is_served_without_a_restart_and_an_expired_one_is
         .unwrap()
         .text()
         .await
-        .unwrap();
-    assert_eq!(
+        .unwrap()
+}
+
+fn reloads(m: &str, result: &str) -> f64 {
+    sample(
+        m,
+        "tls_certificate_reloads_total",
+        &[("listener", "responder"), ("result", result)],
+    )
+    .unwrap_or(-1.0)
+}
+
+/// Writes `from` over `to` as a careful rotation does: beside it, then renamed over it.
+fn write_over(from: &Path, to: &Path) {
+    let tmp = to.with_extension("rotating");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart_and_an_expired_one_is_refused() {
+    let s = Stack::start(mtls()).await;
+    let t = tls(&s);
+    let ca = t.ca.cert_path();
+    let good = flags(&ca, Some(&t.client));
+    let pid = s.replicas[0].child.as_ref().unwrap().id();
+    let expiry = |m: &str| {
         sample(
-            &m,
-            "tls_certificate_reloads_total",
-            &[("listener", "responder"), ("result", "ok")]
-        ),
-        Some(2.0),
-        "{m}"
-    );
-    assert!(
-        sample(
-            &m,
-            "tls_certificate_reloads_total",
-            &[("listener", "responder"), ("result", "error")]
+            m,
+            "tls_certificate_expiry_timestamp_seconds",
+            &[("listener", "responder")],
         )
         .unwrap()
-            >= 1.0,
-        "{m}"
-    );
-    let expiry = sample(
-        &m,
-        "tls_certificate_expiry_timestamp_seconds",
-        &[("listener", "responder")],
-    )
-    .unwrap();
+    };
     let now = dynamo_failover::tls::now_unix() as f64;
-    assert!(expiry > now + 80.0 * 86400.0, "{expiry} vs now {now}");
+    let day = 86400.0;
+    assert!(expiry(&metrics_trusting(&s, &ca).await) > now + 85.0 * day);
+    // Half a rotation: the new key is in, its certificate not yet. It does not load; the old
+    // certificate is still served, and the failure is counted once however often it is retried.
+    let next = t.ca.issue_for("next", Use::Server, -1, 60);
+    write_over(&next.key, &t.server.key);
+    wait_until(
+        Duration::from_secs(15),
+        "the failed reload to be counted",
+        || async {
+            // Each status is a new connection, the moment the listener looks at its files.
+            assert!(
+                status_with(&s, &good).0,
+                "the old certificate is still served"
+            );
+            reloads(&metrics_trusting(&s, &ca).await, "error") == 1.0
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        assert!(status_with(&s, &good).0);
+        tokio::time::sleep(Duration::from_millis(400)).await; // looks at least a second apart
+    }
+    let m = metrics_trusting(&s, &ca).await;
+    assert_eq!(reloads(&m, "error"), 1.0, "said once: {m}");
+    assert_eq!(reloads(&m, "ok"), 0.0);
+    // The certificate arrives: the retry loads it (60 days, not 90), no restart.
+    write_over(&next.cert, &t.server.cert);
+    wait_until(
+        Duration::from_secs(15),
+        "the completed rotation to be served",
+        || async {
+            status_with(&s, &good).0 && expiry(&metrics_trusting(&s, &ca).await) < now + 61.0 * day
+        },
+    )
+    .await;
+    // An expired certificate replaces it: clients refuse it, saying why.
+    let expired = t.ca.issue_for("expired", Use::Server, -30, -1);
+    rotate(&expired, &t.server);
+    wait_until(
+        Duration::from_secs(15),
+        "the expired certificate to be served",
+        || async {
+            let (ok, out) = status_with(&s, &good);
+            !ok && out.contains("the server's certificate has expired")
+        },
+    )
+    .await;
+    // A new certificate from a new CA, as after a CA change: served from the next connections.
+    let new_ca = Ca::new(s.dir.path(), "new");
+    let fresh = new_ca.issue("fresh", Use::Server);
+    rotate(&fresh, &t.server);
+    let with_new_ca = flags(&new_ca.cert_path(), Some(&t.client));
+    wait_until(
+        Duration::from_secs(15),
+        "the new certificate to be served",
+        || async { status_with(&s, &with_new_ca).0 },
+    )
+    .await;
+    let (ok, out) = status_with(&s, &good);
+    assert!(
+        !ok && out.contains("not signed by a CA this client trusts"),
+        "{out}"
+    );
+    // The same process all along; three loads, one failure said once.
+    assert_eq!(s.replicas[0].child.as_ref().unwrap().id(), pid);
+    let m = metrics_trusting(&s, &new_ca.cert_path()).await;
+    assert_eq!(reloads(&m, "ok"), 3.0, "{m}");
+    assert_eq!(reloads(&m, "error"), 1.0, "{m}");
+    assert!(expiry(&m) > now + 85.0 * day);
     assert!(
         s.logs().contains("do not load"),
         "the failed reload is logged"
@@ -538,6 +624,29 @@ async fn plain_http_is_refused_off_loopback_and_check_config_validates_the_certi
         !out.status.success() && text.contains("absent.pem"),
         "{text}"
     );
+    // Nor does the responder send its own tokens in cleartext: DigitalOcean's API over plain
+    // HTTP to another machine is refused, unless said.
+    let do_section = format!(
+        "[responder.digitalocean]\napi_url = \"http://192.0.2.9\"\ntoken_file = \"{}/do.token\"\n\
+         [[responder.digitalocean.load_balancer]]\nid = \"lb-global\"\nmode = \"global\"\n",
+        d.display()
+    );
+    let with_do = |extra: &str| {
+        let path = config(d, "", "");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}\n{extra}{do_section}")).unwrap();
+        path
+    };
+    let (code, out) = check_config(&with_do(""));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("responder.digitalocean.api_url") && out.contains("the DigitalOcean token"),
+        "{out}"
+    );
+    let (code, out) = check_config(&with_do(
+        "[responder.outbound_tls]\nallow_plain_http = true\n\n",
+    ));
+    assert_eq!(code, Some(0), "{out}");
     // The operator commands never send the admin token in cleartext to another machine; the
     // refusal comes before any connection (the address is a documentation one, unrouted).
     let out = Command::new(testkit::binary())

@@ -1607,13 +1607,15 @@ def tls_scenarios(pf):
     def alert(labels, severity, within):
         section = f"[{labels['listener']}.tls]"
         description = {
-            "ticket": f"Renew it and write the new files where {section} names them: the listener serves them"
-                      " from its next connection on, without a restart (tls_certificate_reloads_total counts"
+            "ticket": f"Renew it and write the new files where the config names them ({section}, or"
+                      ' [agent.responder_tls] for listener="agent-client"): they are used from the next'
+                      " connection on, without a restart (tls_certificate_reloads_total counts"
                       ' the reload; result="error" means the new files did not load and the old certificate'
                       " is still served). `dynamo-failover check-config` says how many days are left.",
             "page": "Once it expires, every client refuses the listener: for the responder, Alertmanager's"
-                    " webhook, the agents and the operator commands stop, and no failover can start. Renew it"
-                    f" now and write the new files where {section} names them; no restart is needed.",
+                    " webhook, the agents and the operator commands stop, and no failover can start (for an"
+                    ' agent\'s client certificate, listener="agent-client", that agent is refused). Renew it now'
+                    " and write the new files where the config names them; no restart is needed.",
         }[severity]
         return {"labels": {"alertname": "TLSCertificateExpiresSoon", "severity": severity, **labels},
                 "annotations": {

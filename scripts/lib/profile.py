@@ -49,12 +49,13 @@ TLS_DIR = re.compile(r"/etc/(prometheus|alertmanager)/dynamo-failover/")
 
 
 def plain(text):
-    """Drops every `scheme: https` line and `tls_config:` block; https:// URLs become http://."""
+    """Drops every `scheme: https` line and `tls_config:` block (blank lines inside it too); the
+    webhook receivers' `- url: https://` become http://."""
     out, block = [], None
     for line in text.splitlines():
         indent = len(line) - len(line.lstrip())
         if block is not None:
-            if line.strip() and indent > block:
+            if not line.strip() or indent > block:
                 continue
             block = None
         if line.strip() == "scheme: https":
@@ -62,7 +63,7 @@ def plain(text):
         if line.strip() == "tls_config:":
             block = indent
             continue
-        out.append(line.replace("url: https://", "url: http://"))
+        out.append(re.sub(r"^(\s*- url: )https://", r"\1http://", line))
     return "\n".join(out) + "\n"
 
 
@@ -94,7 +95,8 @@ def main():
         if a.plain:
             return plain(text)
         if a.tls:
-            return TLS_DIR.sub(str(pathlib.Path(a.tls).resolve()) + "/", text)
+            tls_dir = str(pathlib.Path(a.tls).resolve()) + "/"
+            return TLS_DIR.sub(lambda _: tls_dir, text)
         return text
 
     prom = f((ROOT / "prometheus/prometheus.yml").read_text())

@@ -29,7 +29,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct DoClient {
-    http: reqwest::Client,
+    http: std::sync::Arc<crate::tls::Client>,
     base: String,
     token: Secret,
     /// Do not send before this instant (rate limit exhausted until its reset).
@@ -47,14 +47,18 @@ impl DoClient {
         c: &DigitalOceanConfig,
         tls: &crate::config::types::ClientTls,
     ) -> anyhow::Result<Self> {
-        let http = crate::tls::client(
-            reqwest::Client::builder()
-                .timeout(c.request_timeout)
-                .connect_timeout(c.request_timeout),
+        let timeout = c.request_timeout;
+        let http = crate::tls::Client::new(
+            "digitalocean",
             tls,
             crate::tls::Roots::SystemAndBundle,
-        )?
-        .build()?;
+            move || {
+                reqwest::Client::builder()
+                    .timeout(timeout)
+                    .connect_timeout(timeout)
+            },
+            None,
+        )?;
         Ok(Self {
             http,
             base: c.api_url.clone(),
@@ -110,6 +114,7 @@ impl DoClient {
             let url = format!("{}{}", self.base, path);
             let mut req = self
                 .http
+                .get()
                 .request(method.clone(), &url)
                 .bearer_auth(self.token.expose())
                 .header(reqwest::header::USER_AGENT, &agent)

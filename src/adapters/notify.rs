@@ -1,6 +1,8 @@
 //! Notifiers: a Slack incoming webhook and a generic JSON webhook. A failing notifier is counted
 //! and logged; it never blocks or undoes a step.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::json;
 
@@ -11,13 +13,14 @@ use crate::secret::Secret;
 fn client(
     timeout: std::time::Duration,
     tls: &crate::config::types::ClientTls,
-) -> anyhow::Result<reqwest::Client> {
-    Ok(crate::tls::client(
-        reqwest::Client::builder().timeout(timeout),
+) -> anyhow::Result<Arc<crate::tls::Client>> {
+    crate::tls::Client::new(
+        "notify",
         tls,
         crate::tls::Roots::SystemAndBundle,
-    )?
-    .build()?)
+        move || reqwest::Client::builder().timeout(timeout),
+        None,
+    )
 }
 
 async fn post(req: reqwest::RequestBuilder) -> Result<(), String> {
@@ -32,7 +35,7 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(), String> {
 }
 
 pub struct Slack {
-    http: reqwest::Client,
+    http: Arc<crate::tls::Client>,
     url: Secret,
 }
 
@@ -46,12 +49,12 @@ impl Notifier for Slack {
         let body = json!({
             "text": format!("*{}*\n{}", m.title, m.text),
         });
-        post(self.http.post(self.url.expose()).json(&body)).await
+        post(self.http.get().post(self.url.expose()).json(&body)).await
     }
 }
 
 pub struct Webhook {
-    http: reqwest::Client,
+    http: Arc<crate::tls::Client>,
     url: String,
     token: Option<Secret>,
 }
@@ -63,7 +66,7 @@ impl Notifier for Webhook {
     }
 
     async fn send(&self, m: &Message) -> Result<(), String> {
-        let mut req = self.http.post(&self.url).json(m);
+        let mut req = self.http.get().post(&self.url).json(m);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.expose());
         }

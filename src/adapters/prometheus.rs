@@ -6,19 +6,20 @@ use async_trait::async_trait;
 use crate::ports::LagSource;
 
 pub struct PrometheusLag {
-    http: reqwest::Client,
+    http: std::sync::Arc<crate::tls::Client>,
     base: String,
 }
 
 impl PrometheusLag {
     pub fn new(base: &str, tls: &crate::config::types::ClientTls) -> anyhow::Result<Self> {
         Ok(Self {
-            http: crate::tls::client(
-                reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)),
+            http: crate::tls::Client::new(
+                "prometheus",
                 tls,
                 crate::tls::Roots::SystemAndBundle,
-            )?
-            .build()?,
+                || reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)),
+                None,
+            )?,
             base: base.to_string(),
         })
     }
@@ -45,6 +46,7 @@ impl LagSource for PrometheusLag {
         );
         let v: serde_json::Value = self
             .http
+            .get()
             .get(format!("{}/api/v1/query", self.base))
             .query(&[("query", query)])
             .send()

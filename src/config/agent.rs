@@ -168,26 +168,21 @@ impl AgentConfig {
             )),
         };
         check_commands("agent", &a.reload_commands, &a.pass_env)?;
-        crate::tls::check_listener("agent", a.listen, a.tls.as_ref(), a.allow_plain_http)
-            .map_err(|e| invalid("agent.listen", e))?;
+        crate::tls::check_listener(
+            "agent",
+            a.listen,
+            a.tls.as_ref(),
+            a.allow_plain_http,
+            "its metrics",
+        )
+        .map_err(|e| invalid("agent.listen", e))?;
         a.responder_tls
             .check("agent.responder_tls")
             .map_err(|e| invalid("agent.responder_tls", e))?;
-        if !a.allow_plain_http {
-            if let Some(u) = a
-                .responders
-                .iter()
-                .find(|u| crate::tls::cleartext_off_machine(u.as_str()))
-            {
-                return Err(invalid(
-                    "agent.responders",
-                    format!(
-                        "{u} is plain HTTP to another machine: the agent's token would cross the \
-                         network in cleartext. Use https:// (the responder's [responder.tls]), or \
-                         set agent.allow_plain_http = true if something else encrypts the path"
-                    ),
-                ));
-            }
+        for u in &a.responders {
+            a.responder_tls
+                .check_url("agent.responder_tls", "the agent's token", u.as_str())
+                .map_err(|e| invalid("agent.responders", e))?;
         }
         if a.poll_wait.0 > Duration::from_secs(300) || a.poll_wait.0 < Duration::from_secs(1) {
             return Err(invalid("agent.poll_wait", "must be between 1s and 5m"));
@@ -234,9 +229,34 @@ pub fn group_id(group: &str) -> Option<u32> {
     id_in("/etc/group", group)
 }
 
-/// A user's id, by name or as a number, from `/etc/passwd`.
-pub fn user_id(user: &str) -> Option<u32> {
-    id_in("/etc/passwd", user)
+/// A user's (name, id, primary group id), by name or as a number, from `/etc/passwd`.
+pub fn user_entry(user: &str) -> Option<(String, u32, u32)> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let (name, uid, gid) = (f.first()?, f.get(2)?, f.get(3)?);
+            (*name == user || *uid == user)
+                .then(|| Some((name.to_string(), uid.parse().ok()?, gid.parse().ok()?)))?
+        })
+}
+
+/// The ids of the groups that list `user` as a member in `/etc/group` (its supplementary
+/// groups; the primary one is in `/etc/passwd`).
+pub fn supplementary_groups(user: &str) -> Vec<u32> {
+    std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let members = f.get(3)?;
+            members
+                .split(',')
+                .any(|m| m == user)
+                .then(|| f.get(2)?.parse().ok())?
+        })
+        .collect()
 }
 
 /// The third field of the line of `name` in a colon-separated database (`name:x:id:...`).

@@ -256,6 +256,8 @@ pub struct ResponderConfig {
     pub listen: SocketAddr,
     /// `[responder.tls]`: the webhook, admin and agents' API over HTTPS.
     pub tls: Option<ServerTls>,
+    /// Plain HTTP on a non-loopback `listen`, said explicitly.
+    pub allow_plain_http: bool,
     /// `[responder.outbound_tls]`: how the responder verifies the servers it calls
     /// (DigitalOcean, Prometheus, notifications: the system roots plus `ca_file`) and the client
     /// certificate it presents when one is asked for.
@@ -753,14 +755,35 @@ impl RawResponder {
             self.listen,
             self.tls.as_ref(),
             self.allow_plain_http,
+            "its tokens",
         )
         .map_err(|e| invalid("responder.listen", e))?;
+        // The responder's own tokens never go out in cleartext either.
+        let out = &self.outbound_tls;
+        let section = "responder.outbound_tls";
+        if let Some(d) = &digitalocean {
+            out.check_url(section, "the DigitalOcean token", &d.api_url)
+                .map_err(|e| invalid("responder.digitalocean.api_url", e))?;
+        }
+        if let (Some(u), Some(_)) = (&notify.webhook_url, &notify.webhook_token) {
+            out.check_url(section, "the notification token", u)
+                .map_err(|e| invalid("responder.notify.webhook_url", e))?;
+        }
+        if let Some(u) = &notify.slack_webhook_url {
+            out.check_url(
+                section,
+                "the Slack webhook URL (itself a secret)",
+                u.expose(),
+            )
+            .map_err(|e| invalid("responder.notify.slack_webhook_url_file", e))?;
+        }
         self.outbound_tls
             .check("responder.outbound_tls")
             .map_err(|e| invalid("responder.outbound_tls", e))?;
         Ok(ResponderConfig {
             listen: self.listen,
             tls: self.tls,
+            allow_plain_http: self.allow_plain_http,
             outbound_tls: self.outbound_tls,
             store,
             max_body_bytes: self.max_body_bytes,

@@ -235,9 +235,26 @@ pub struct ClientTls {
     pub cert_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub key_file: Option<std::path::PathBuf>,
+    /// Send tokens over plain http:// to another machine (a path something else encrypts).
+    /// Refused otherwise.
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 impl ClientTls {
+    /// Refuses `url` (named `what`) when it is plain HTTP to another machine, unless
+    /// `allow_plain_http`.
+    pub fn check_url(&self, section: &str, what: &str, url: &str) -> Result<(), String> {
+        if !self.allow_plain_http && crate::tls::cleartext_off_machine(url) {
+            return Err(format!(
+                "{url} is plain HTTP to another machine: {what} would cross the network in \
+                 cleartext. Use https://, or set {section}.allow_plain_http = true if something \
+                 else encrypts the path"
+            ));
+        }
+        Ok(())
+    }
+
     /// Both halves of the client certificate, or neither.
     pub fn check(&self, section: &str) -> Result<(), String> {
         match (&self.cert_file, &self.key_file) {
