@@ -139,9 +139,39 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Starts the plan driver. It runs until [`Engine::stop`].
+    /// Starts the plan driver. It runs until [`Engine::stop`], on a runtime of its own (one
+    /// thread): a plan's live check, API calls, fsyncs and reload commands never hold up the
+    /// runtime that answers webhooks, whose acknowledgements stay fast while a plan runs. The
+    /// handle finishes when the driver does.
     pub fn spawn_driver(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(super::driver::run(self.clone()))
+        let engine = self.clone();
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("plan")
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => {
+                // A thread of its own, not the blocking pool: nothing waits for it at exit.
+                let spawned = std::thread::Builder::new()
+                    .name("plan-driver".into())
+                    .spawn(move || {
+                        rt.block_on(super::driver::run(engine));
+                        let _ = done.send(());
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start the plan driver's thread");
+                }
+                tokio::spawn(async move {
+                    let _ = finished.await;
+                })
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the plan runtime: the plan driver runs beside the webhooks");
+                tokio::spawn(super::driver::run(engine))
+            }
+        }
     }
 
     /// Stops acting: no side effect starts after this call. Waits up to `grace` for the plan

@@ -78,7 +78,11 @@ fn refused(reason: &str) -> Response {
 }
 
 /// The agent token for the name in the path, from the headers alone.
-pub async fn agent_auth(State(s): State<ResponderState>, req: Request, next: Next) -> Response {
+pub async fn agent_auth(
+    State(s): State<Arc<ResponderState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(door) = &s.agents else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
@@ -138,7 +142,7 @@ pub struct PlacementQuery {
 
 /// The placement for `name`: `{"region", "epoch", "acked"}`.
 pub async fn get_placement(
-    State(s): State<ResponderState>,
+    State(s): State<Arc<ResponderState>>,
     Path((name, _)): Path<(String, String)>,
     Query(q): Query<PlacementQuery>,
 ) -> Response {
@@ -203,7 +207,7 @@ struct AckBody {
 
 /// What agent `name` applied.
 pub async fn post_ack(
-    State(s): State<ResponderState>,
+    State(s): State<Arc<ResponderState>>,
     Path((name, _)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,

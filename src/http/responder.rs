@@ -93,6 +93,9 @@ impl IntoResponse for ApiError {
 }
 
 pub fn router(state: ResponderState) -> Router<()> {
+    // Shared behind one Arc: each request's extractors clone a pointer, not the metrics' dozens
+    // of handles (that clone was the largest of our own costs in a webhook storm).
+    let state = Arc::new(state);
     let webhook = Router::new()
         .route("/alerts", post(webhook))
         .route_layer(middleware::from_fn_with_state(state.clone(), webhook_auth));
@@ -168,7 +171,7 @@ fn authorize(headers: &HeaderMap, token: &Secret) -> Result<(), ApiError> {
 
 /// The webhook token, checked from the headers alone: a request without it is answered before
 /// any of its body is read.
-async fn webhook_auth(State(s): State<ResponderState>, req: Request, next: Next) -> Response {
+async fn webhook_auth(State(s): State<Arc<ResponderState>>, req: Request, next: Next) -> Response {
     match authorize(req.headers(), &s.webhook_token) {
         Ok(()) => next.run(req).await,
         Err(e) => {
@@ -179,7 +182,7 @@ async fn webhook_auth(State(s): State<ResponderState>, req: Request, next: Next)
 }
 
 /// The admin token, checked the same way.
-async fn admin_auth(State(s): State<ResponderState>, req: Request, next: Next) -> Response {
+async fn admin_auth(State(s): State<Arc<ResponderState>>, req: Request, next: Next) -> Response {
     match authorize(req.headers(), &s.admin_token) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -300,7 +303,7 @@ pub(crate) async fn record(
         })
 }
 
-async fn webhook(State(s): State<ResponderState>, headers: HeaderMap, body: Body) -> Response {
+async fn webhook(State(s): State<Arc<ResponderState>>, headers: HeaderMap, body: Body) -> Response {
     let count = |r: WebhookResult| s.metrics.webhook(r);
     if let Err(e) = json_content(&headers) {
         count(WebhookResult::UnsupportedMediaType);
@@ -369,7 +372,7 @@ fn payload_status(p: &Parsed) -> String {
     format!("{firing} firing, {} resolved", p.events.len() - firing)
 }
 
-async fn get_state(State(s): State<ResponderState>) -> Result<Response, ApiError> {
+async fn get_state(State(s): State<Arc<ResponderState>>) -> Result<Response, ApiError> {
     let st = s.engine.snapshot();
     let phase = match &st.plan {
         None if st.paused => "paused",
@@ -427,7 +430,7 @@ async fn get_state(State(s): State<ResponderState>) -> Result<Response, ApiError
     .into_response())
 }
 
-async fn active_region(State(s): State<ResponderState>) -> String {
+async fn active_region(State(s): State<Arc<ResponderState>>) -> String {
     format!("{}\n", s.engine.snapshot().app_region)
 }
 
@@ -466,7 +469,7 @@ async fn operator(s: &ResponderState, event: Event) -> Result<Response, ApiError
 }
 
 async fn failover(
-    State(s): State<ResponderState>,
+    State(s): State<Arc<ResponderState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -489,19 +492,19 @@ pub fn parse_failover_body(body: &[u8]) -> Result<String, String> {
     Ok(b.to)
 }
 
-async fn failback(State(s): State<ResponderState>) -> Result<Response, ApiError> {
+async fn failback(State(s): State<Arc<ResponderState>>) -> Result<Response, ApiError> {
     operator(&s, Event::Failback).await
 }
 
-async fn pause(State(s): State<ResponderState>) -> Result<Response, ApiError> {
+async fn pause(State(s): State<Arc<ResponderState>>) -> Result<Response, ApiError> {
     operator(&s, Event::Pause).await
 }
 
-async fn resume(State(s): State<ResponderState>) -> Result<Response, ApiError> {
+async fn resume(State(s): State<Arc<ResponderState>>) -> Result<Response, ApiError> {
     operator(&s, Event::Resume).await
 }
 
-async fn metrics(State(s): State<ResponderState>) -> Response {
+async fn metrics(State(s): State<Arc<ResponderState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -512,7 +515,7 @@ async fn metrics(State(s): State<ResponderState>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(s): State<ResponderState>) -> Response {
+async fn readyz(State(s): State<Arc<ResponderState>>) -> Response {
     if s.engine.ready() {
         // Every replica accepts webhooks; the body tells the acting one from the others.
         (StatusCode::OK, format!("ready: {}\n", s.engine.role())).into_response()
