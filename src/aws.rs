@@ -41,11 +41,54 @@ pub fn probe_client(
         .retry_config(retry)
         // The operation and attempt timeouts above already bound every call; the stalled-stream
         // monitor would only add a timer per response body.
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .endpoint_resolver(KnownEndpoints::default());
     if let Some(endpoint) = &region.endpoint {
         builder = builder.endpoint_url(endpoint);
     }
     Client::from_conf(builder.build())
+}
+
+/// The SDK's own endpoint resolver, with what it answered remembered per set of parameters. The
+/// SDK keeps only the last answer, and DynamoDB's parameters name the table, so a client shared by
+/// several tables' probes missed it on every call and ran the endpoint rules and a URL parse each
+/// time (3 % of a probe's instructions, callgrind). The answers are the SDK's: only the repeat
+/// work goes.
+#[derive(Debug, Default)]
+struct KnownEndpoints {
+    rules: aws_sdk_dynamodb::config::endpoint::DefaultResolver,
+    known: std::sync::RwLock<
+        Vec<(
+            aws_sdk_dynamodb::config::endpoint::Params,
+            aws_sdk_dynamodb::config::endpoint::Endpoint,
+        )>,
+    >,
+}
+
+/// More than any config has tables (they bound the distinct parameters); past it, answers are
+/// still right, just not remembered.
+const KNOWN_ENDPOINTS: usize = 256;
+
+impl aws_sdk_dynamodb::config::endpoint::ResolveEndpoint for KnownEndpoints {
+    fn resolve_endpoint<'a>(
+        &'a self,
+        params: &'a aws_sdk_dynamodb::config::endpoint::Params,
+    ) -> aws_sdk_dynamodb::config::endpoint::EndpointFuture<'a> {
+        use aws_sdk_dynamodb::config::endpoint::EndpointFuture;
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, e)) = known.iter().find(|(p, _)| p == params) {
+            return EndpointFuture::ready(Ok(e.clone()));
+        }
+        drop(known);
+        EndpointFuture::new(Box::pin(async move {
+            let e = self.rules.resolve_endpoint(params).await?;
+            let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+            if known.len() < KNOWN_ENDPOINTS && !known.iter().any(|(p, _)| p == params) {
+                known.push((params.clone(), e.clone()));
+            }
+            Ok(e)
+        }))
+    }
 }
 
 /// The replicas' state store client: `timeout` bounds each call (connection included).

@@ -202,13 +202,17 @@ def main():
         time.sleep(0.5)
 
         two = ["us-east-1", "us-west-2"]
-        dyn_proc, dynalite = start_dynalite()
-        procs.append(dyn_proc)
-        seed_moto(dynalite, two, 10)
+        # One dynalite per region: dynalite keeps one set of tables whatever the region a
+        # request names (moto keeps one per region).
+        dynalites = {}
+        for r in two:
+            dyn_proc, dynalites[r] = start_dynalite()
+            procs.append(dyn_proc)
+            seed_moto(dynalites[r], [r], 10)
         moto_res = run_pair(f"moto, 2 regions x 10 tables, GetItem every 1 s, {seconds:.0f} s",
                             bin_path, [(r, moto) for r in two], 10, seconds)
         dyn_res = run_pair(f"dynalite (keep-alive), 2 regions x 10 tables, GetItem every 1 s, {seconds:.0f} s",
-                           bin_path, [(r, dynalite) for r in two], 10, seconds)
+                           bin_path, [(r, dynalites[r]) for r in two], 10, seconds)
         stub_res = run_pair(f"keep-alive stub, 2 regions x 10 tables, GetItem every 1 s, {seconds:.0f} s",
                             bin_path, [(r, stub) for r in two], 10, seconds)
         six = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-central-1"]
