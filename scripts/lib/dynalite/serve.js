@@ -5,7 +5,8 @@
 'use strict';
 const dynalite = require('dynalite');
 
-const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+// Tables become ACTIVE at once (1 ms: dynalite reads 0 as "use the 500 ms default").
+const server = dynalite({ createTableMs: 1, deleteTableMs: 1, updateTableMs: 1 });
 server.listen(0, '127.0.0.1', () => {
   console.log(`listening on ${server.address().port}`);
 });
