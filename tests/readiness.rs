@@ -484,6 +484,33 @@ async fn an_env_file_the_application_cannot_read_fails_its_row_until_its_mode_is
 }
 
 #[tokio::test]
+async fn a_notification_url_that_cannot_be_used_fails_its_row_and_nothing_is_sent() {
+    let s = Stack::start(quiet()).await;
+    let cfg = std::fs::read_to_string(s.path("config.toml")).unwrap();
+    // A URL with no host: nothing to resolve, and nothing may be sent to find out (the check
+    // never sends; a host that does not resolve is the same row, but needs a resolver off this
+    // machine to show).
+    let start = cfg.find("webhook_url = \"").unwrap();
+    let end = start + cfg[start..].find('\n').unwrap();
+    let broken = format!(
+        "{}webhook_url = \"http://:1/hook\"{}",
+        &cfg[..start],
+        &cfg[end..]
+    );
+    let path = s.path("broken.toml");
+    std::fs::write(&path, broken).unwrap();
+    let (code, out) = preflight_with(&s, &path, &[]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        failed(&out, "notify.url", "webhook")
+            && row(&out, "notify.url", "webhook").contains("not a valid URL"),
+        "{out}"
+    );
+    assert!(row(&out, "notify.url", "slack").contains(" ok "), "{out}");
+    assert!(s.inbox.all().is_empty(), "{:?}", s.inbox.all());
+}
+
+#[tokio::test]
 async fn an_application_check_that_fails_fails_its_row() {
     let mut s = Stack::prepare(fast()).await;
     // us-west-2's application answers nothing (a closed port).
