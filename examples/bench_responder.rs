@@ -39,6 +39,37 @@ fn alert(region: &str, firing: bool, starts: &str) -> String {
 }
 
 const TLS_CYCLES: usize = 50;
+
+/// The alert of `starts` resolves and an operator fails back; answers once traffic is home.
+async fn back_home(http: &reqwest::Client, base: &str, starts: &str) {
+    http.post(format!("{base}/alerts"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(alert("us-east-1", false, starts))
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{base}/v1/failback"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    loop {
+        let s: Value = http
+            .get(format!("{base}/v1/state"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["active_region"] == "us-east-1" && s["plan"].is_null() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 const STORMS: usize = 10;
 
 /// 5,000 deliveries of `body` from 50 concurrent senders, 100 each, over plain keep-alive
@@ -429,21 +460,7 @@ type = "A"
         p99s.push(pct(&acks, 0.99));
         storm_ok &= after - before == 1;
         // Home again: the alert resolves, an operator fails back.
-        http.post(format!("{base}/alerts"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(alert("us-east-1", false, &starts))
-            .send()
-            .await
-            .unwrap();
-        http.post(format!("{base}/v1/failback"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        while !settled(&state(http.clone(), base.clone()).await, "us-east-1") {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        back_home(&http, &base, &starts).await;
     }
     // The same storm paced below saturation: what an acknowledgement costs while the plan it
     // started runs, without the queueing of 50 senders that never wait.
@@ -476,21 +493,7 @@ type = "A"
             pct(&during, 0.99),
         );
         paced_p99s.push(pct(&acks, 0.99));
-        http.post(format!("{base}/alerts"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(alert("us-east-1", false, &starts))
-            .send()
-            .await
-            .unwrap();
-        http.post(format!("{base}/v1/failback"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        while !settled(&state(http.clone(), base.clone()).await, "us-east-1") {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        back_home(&http, &base, &starts).await;
     }
     println!(
         "paced: p99 under 2 ms in {} of {STORMS} runs",

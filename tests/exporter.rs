@@ -18,22 +18,7 @@ fn labels<'a>(prober: &'a str, region: &'a str, op: &'a str) -> [(&'a str, &'a s
     ]
 }
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn moto() {
-                super::$name(testkit::Ddb::Moto).await
-            }
-            #[tokio::test]
-            async fn dynalite() {
-                super::$name(testkit::Ddb::Dynalite).await
-            }
-        }
-    )*};
-}
-
-on_both!(
+testkit::on_both!(
     probes_of_healthy_regions_publish_success_with_the_right_labels,
     a_stopped_region_fails_with_connect_errors_while_the_other_keeps_its_rate,
     a_missing_health_item_and_a_refused_write_are_told_apart,

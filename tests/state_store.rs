@@ -14,22 +14,7 @@ use testkit::{client, create_table, Ddb, DdbServer};
 const TABLE: &str = "dynamo-failover-state";
 const LEASE: Duration = Duration::from_secs(3);
 
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test]
-            async fn moto() {
-                super::$name(testkit::Ddb::Moto).await
-            }
-            #[tokio::test]
-            async fn dynalite() {
-                super::$name(testkit::Ddb::Dynalite).await
-            }
-        }
-    )*};
-}
-
-on_both!(
+testkit::on_both!(
     saves_are_conditional_on_the_version_read,
     the_lease_is_renewed_by_its_holder_refused_to_others_and_handed_over_after_expiry,
     a_released_lease_is_taken_at_once,

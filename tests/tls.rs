@@ -139,6 +139,18 @@ async fn alertmanager_delivers_to_the_responder_over_mutual_tls() {
     s.assert_no_secrets();
 }
 
+/// The agent's `/metrics`, over TLS with the stack's client.
+async fn agent_metrics(s: &Stack, port: u16) -> String {
+    s.http
+        .get(format!("https://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_agent_and_the_operator_commands_work_over_mutual_tls() {
     let mut s = Stack::start(Knobs {
@@ -162,15 +174,7 @@ async fn an_agent_and_the_operator_commands_work_over_mutual_tls() {
     assert!(ok && out.contains(WEST), "{out}");
     // The agent's own /metrics is served over TLS too, and not in plain HTTP.
     let port = s.agents[0].port;
-    let m = s
-        .http
-        .get(format!("https://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = agent_metrics(&s, port).await;
     assert!(m.contains("dynamo_failover_agent_applied_epoch"), "{m}");
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}/metrics"))
@@ -214,15 +218,7 @@ async fn an_agent_and_the_operator_commands_work_over_mutual_tls() {
         || async { s.agent_env("wp-west").0.as_deref() == Some(EAST) },
     )
     .await;
-    let m = s
-        .http
-        .get(format!("https://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = agent_metrics(&s, port).await;
     let after = client_expiry(&m);
     assert!(
         after < before && after > dynamo_failover::tls::now_unix() as f64 + 29.0 * 86400.0,

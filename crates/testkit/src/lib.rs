@@ -314,6 +314,24 @@ impl Dynalite {
     }
 }
 
+/// One test per DynamoDB implementation for each scenario named: `on_both!(scenario, ...)`, with
+/// `async fn scenario(kind: Ddb)` beside it, makes `scenario::moto` and `scenario::dynalite`.
+#[macro_export]
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn moto() {
+                super::$name($crate::Ddb::Moto).await
+            }
+            #[tokio::test]
+            async fn dynalite() {
+                super::$name($crate::Ddb::Dynalite).await
+            }
+        }
+    )*};
+}
+
 /// Which DynamoDB implementation a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ddb {
