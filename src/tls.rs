@@ -378,12 +378,15 @@ impl Watch {
         let now = stamp(paths);
         if now == self.loaded {
             self.candidate = None;
+            self.last_error = None;
             return Look::Unchanged;
         }
         if self.candidate.as_ref() == Some(&now) {
             return Look::Load(now);
         }
+        // New files: whatever they fail with is news, even the same words as last time.
         self.candidate = Some(now);
+        self.last_error = None;
         Look::Unchanged
     }
 

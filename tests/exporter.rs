@@ -353,21 +353,23 @@ async fn a_missing_table_is_table_not_found_and_never_a_dead_region(kind: Ddb) {
     let t = e.scrape().await;
     // (Not timeouts: moto, a Python server, can miss the test kit's 250 ms bound while a loaded
     // machine starts it, whatever the table.)
-    for result in ["connect_error", "server_error", "client_error"] {
-        assert_eq!(
-            sample(
-                &t,
-                "dynamodb_probe_total",
-                &[
-                    ("region", "us-west-2"),
-                    ("operation", "read"),
-                    ("result", result)
-                ]
-            )
-            .unwrap_or(0.0),
-            0.0,
-            "{kind:?}: {result}"
-        );
+    for op in ["read", "write"] {
+        for result in ["connect_error", "server_error", "client_error"] {
+            assert_eq!(
+                sample(
+                    &t,
+                    "dynamodb_probe_total",
+                    &[
+                        ("region", "us-west-2"),
+                        ("operation", op),
+                        ("result", result)
+                    ]
+                )
+                .unwrap_or(0.0),
+                0.0,
+                "{kind:?}: {op} {result}"
+            );
+        }
     }
 }
 

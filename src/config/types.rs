@@ -246,8 +246,13 @@ impl ClientTls {
     /// `allow_plain_http`.
     pub fn check_url(&self, section: &str, what: &str, url: &str) -> Result<(), String> {
         if !self.allow_plain_http && crate::tls::cleartext_off_machine(url) {
+            // Scheme and host only: some of these URLs are secrets (Slack's).
+            let shown = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| Some(format!("http://{}", u.host_str()?)))
+                .unwrap_or_else(|| "the URL".into());
             return Err(format!(
-                "{url} is plain HTTP to another machine: {what} would cross the network in \
+                "{shown}/... is plain HTTP to another machine: {what} would cross the network in \
                  cleartext. Use https://, or set {section}.allow_plain_http = true if something \
                  else encrypts the path"
             ));

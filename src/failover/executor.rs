@@ -144,8 +144,6 @@ impl Engine {
     /// runtime that answers webhooks, whose acknowledgements stay fast while a plan runs. The
     /// handle finishes when the driver does.
     pub fn spawn_driver(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let engine = self.clone();
-        let (done, finished) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("plan")
@@ -153,23 +151,16 @@ impl Engine {
             .build();
         match runtime {
             Ok(rt) => {
-                // A thread of its own, not the blocking pool: nothing waits for it at exit.
-                let spawned = std::thread::Builder::new()
-                    .name("plan-driver".into())
-                    .spawn(move || {
-                        rt.block_on(super::driver::run(engine));
-                        let _ = done.send(());
-                    });
-                if let Err(e) = spawned {
-                    tracing::error!(error = %e, "cannot start the plan driver's thread");
-                }
-                tokio::spawn(async move {
-                    let _ = finished.await;
-                })
+                let handle = rt.spawn(super::driver::run(self.clone()));
+                // The plan runtime lives as long as the process: the clients the driver shares with
+                // the webhooks keep connections it opened, and dropping a runtime from inside
+                // another is not allowed. The handle can be awaited and aborted from any runtime.
+                std::mem::forget(rt);
+                handle
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the plan runtime: the plan driver runs beside the webhooks");
-                tokio::spawn(super::driver::run(engine))
+                tokio::spawn(super::driver::run(self.clone()))
             }
         }
     }
