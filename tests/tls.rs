@@ -139,6 +139,20 @@ async fn alertmanager_delivers_to_the_responder_over_mutual_tls() {
     s.assert_no_secrets();
 }
 
+/// Waits until the log at `path` has `text` in it.
+async fn log_says(path: &Path, text: &str) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("the log to say {text:?}"),
+        || async {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains(text)
+        },
+    )
+    .await;
+}
+
 /// The agent's `/metrics`, over TLS with the stack's client.
 async fn agent_metrics(s: &Stack, port: u16) -> String {
     s.http
@@ -197,16 +211,7 @@ async fn an_agent_and_the_operator_commands_work_over_mutual_tls() {
     let agent_log = s.path("agent-wp-west-1.log");
     let expired = t.ca.issue_for("agent-expired", Use::Client, -30, -1);
     rotate(&expired, &t.client);
-    wait_until(
-        Duration::from_secs(30),
-        "the agent's expired certificate to be refused",
-        || async {
-            std::fs::read_to_string(&agent_log)
-                .unwrap_or_default()
-                .contains("refused this client's certificate")
-        },
-    )
-    .await;
+    log_says(&agent_log, "refused this client's certificate").await;
     let renewed = t.ca.issue_for("agent-renewed", Use::Client, -1, 30);
     rotate(&renewed, &t.client);
     let (ok, out) = s.cli(&["failback"]);
@@ -253,16 +258,7 @@ async fn an_agent_and_the_operator_commands_work_over_mutual_tls() {
             .args(["agent", "--config"])
             .arg(s.path("agent-nocert.toml")),
     );
-    wait_until(
-        Duration::from_secs(20),
-        "the refused agent to say why",
-        || async {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("requires a client certificate")
-        },
-    )
-    .await;
+    log_says(&log, "requires a client certificate").await;
     s.assert_no_secrets();
 }
 
