@@ -350,46 +350,9 @@ type = "A"
     let mut over = Vec::with_capacity(cycles);
     let mut back = Vec::with_capacity(cycles);
     for i in 0..cycles {
-        let starts = format!(
-            "2026-11-26T{:02}:{:02}:{:02}.000Z",
-            i / 3600,
-            (i / 60) % 60,
-            i % 60
-        );
-        let t = Instant::now();
-        let r = http
-            .post(format!("{base}/alerts"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(alert("us-east-1", true, &starts))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        while !settled(&state(http.clone(), base.clone()).await, "us-west-2") {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        over.push(t.elapsed().as_secs_f64() * 1000.0);
-        // Home recovers; an operator fails back (automatic failback is off for the benchmark).
-        http.post(format!("{base}/alerts"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(alert("us-east-1", false, &starts))
-            .send()
-            .await
-            .unwrap();
-        let t = Instant::now();
-        let r = http
-            .post(format!("{base}/v1/failback"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        while !settled(&state(http.clone(), base.clone()).await, "us-east-1") {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        back.push(t.elapsed().as_secs_f64() * 1000.0);
+        let (_, verified) = cycle(&http, &http, &base, "2026-11-26", i).await;
+        over.push(verified[0]);
+        back.push(verified[1]);
     }
     let metrics = http
         .get(format!("{base}/metrics"))
