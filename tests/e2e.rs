@@ -114,20 +114,28 @@ async fn a_dead_home_region_fails_over_once_and_back_once_through_prometheus_and
     let at_risk = notice["fields"]["replication_lag_seconds"]
         .as_f64()
         .unwrap_or_else(|| panic!("no data at risk in {notice}"));
+    // The stand-in's own slowness: a canary waits up to one pass to be seen and one more to be
+    // copied, which the probers measure as lag (a few hundred ms on a loaded 2-core machine).
+    let pass = c
+        .replicator
+        .as_ref()
+        .unwrap()
+        .slowest_pass_from(EAST)
+        .as_secs_f64();
     println!(
-        "writes lost: {} (acknowledged by {EAST} in the last {window:.2} s before the fault); data at risk in the notice: {at_risk:.2} s",
+        "writes lost: {} (acknowledged by {EAST} in the last {window:.2} s before the fault); data at risk in the notice: {at_risk:.2} s; slowest replication pass {pass:.2} s",
         lost.len()
     );
     // The notice bounds the loss from above, by no more than one canary interval (1 s here, the
-    // lag's resolution) and a pass of the replication stand-in.
+    // lag's resolution), two passes of the replication stand-in and one user interval.
     assert!(
-        at_risk + 0.3 >= window && at_risk <= window + 1.5,
-        "lost {window:.2} s of writes, the notice claimed {at_risk:.2} s"
+        at_risk + 0.3 >= window && at_risk <= window + 1.0 + 2.0 * pass + 0.3,
+        "lost {window:.2} s of writes, the notice claimed {at_risk:.2} s (slowest pass {pass:.2} s)"
     );
     // Only the writes of the last REPLICATION_LAG before the fault were lost (plus one pass of
     // the replication stand-in and one user interval): nothing older went missing.
     assert!(
-        window <= REPLICATION_LAG.as_secs_f64() + 0.3,
+        window <= REPLICATION_LAG.as_secs_f64() + pass + 0.2,
         "writes {window:.2} s older than the fault were lost"
     );
     assert_eq!(s.active_region().await, WEST);

@@ -231,6 +231,10 @@ impl Users {
 /// known, the users' writes are in their log) rather than scanning a growing table.
 pub struct Replicator {
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Per source region, the longest time between the ends of two consecutive passes that
+    /// both read the source (the stand-in's own slowness on a loaded machine: a canary may wait
+    /// up to one such gap to be seen and one more to be copied).
+    slowest: Arc<Mutex<HashMap<&'static str, Duration>>>,
 }
 
 impl Drop for Replicator {
@@ -255,6 +259,7 @@ impl Replicator {
         users: Arc<Mutex<Vec<UserWrite>>>,
     ) -> Replicator {
         let mut tasks = Vec::new();
+        let slowest = Arc::new(Mutex::new(HashMap::new()));
         for (from, from_ep, to, to_ep) in [
             (EAST, east.endpoint(), WEST, west.endpoint()),
             (WEST, west.endpoint(), EAST, east.endpoint()),
@@ -266,6 +271,7 @@ impl Replicator {
                 .map(|p| dynamo_failover::probe::canary_key(CANARY_PREFIX, p, from))
                 .collect();
             let users = users.clone();
+            let slowest = slowest.clone();
             tasks.push(tokio::spawn(async move {
                 // Canary key -> its versions not copied yet (when first seen, the item), and
                 // the content of the newest version seen.
@@ -274,6 +280,8 @@ impl Replicator {
                 // Users' writes to `from` not copied yet: key -> when the user sent it.
                 let mut pending: HashMap<String, Instant> = HashMap::new();
                 let mut cursor = 0;
+                // When the last pass that read the source ended.
+                let mut last_end: Option<Instant> = None;
                 loop {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     {
@@ -309,6 +317,7 @@ impl Replicator {
                     )
                     .await
                     else {
+                        last_end = None;
                         continue; // the source is down: nothing more leaves it
                     };
                     let items = out
@@ -361,10 +370,27 @@ impl Replicator {
                             pending.remove(&key);
                         }
                     }
+                    let end = Instant::now();
+                    if let Some(prev) = last_end {
+                        let mut s = slowest.lock().unwrap();
+                        let worst = s.entry(from).or_insert(Duration::ZERO);
+                        *worst = (*worst).max(end - prev);
+                    }
+                    last_end = Some(end);
                 }
             }));
         }
-        Replicator { tasks }
+        Replicator { tasks, slowest }
+    }
+
+    /// The longest gap between two consecutive passes copying out of `region` so far.
+    pub fn slowest_pass_from(&self, region: &str) -> Duration {
+        self.slowest
+            .lock()
+            .unwrap()
+            .get(region)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
