@@ -96,6 +96,9 @@ def seed_moto(endpoint, regions, tables):
                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                             BillingMode="PAY_PER_REQUEST")
+            # dynalite makes a new table ACTIVE a moment later, not at once as moto does.
+            db.get_waiter("table_exists").wait(TableName=name,
+                                               WaiterConfig={"Delay": 0.05, "MaxAttempts": 200})
             db.put_item(TableName=name, Item={"pk": {"S": "dynamo-failover-health"}})
 
 
