@@ -12,8 +12,9 @@ generated YAML: `python3 prometheus/tests/gen.py /tmp/rule-tests`, then look in 
 
 The input series model the exporter and Prometheus rather than draw the metric by hand:
 
-- each prober probes every (region, table) pair once per probe interval, from its own phase; a
-  probe runs the read, write and replication operations, each of which ends with one result;
+- each prober probes every (region, table) pair once per probe interval; a region's tables share
+  a phase (groups of up to 8, as the exporter's scheduler does), regions have phases of their own;
+  a probe runs the read, write and replication operations, each of which ends with one result;
 - a result lands when its operation ends: a timeout after the probe timeout plus the scheduler's
   0.1 s cut-off margin (the worst case), anything else after 30 ms (or a scenario's slow latency).
   On landing exactly one series of dynamodb_probe_total goes up by one and dynamodb_probe_success
@@ -217,9 +218,11 @@ class Scenario:
             # an application check's has its check as table and op "app".
             timeline = []
             for li, (start, stop, first, warm) in enumerate(p.lives(self.duration)):
-                for pi, (region, table) in enumerate(pairs):
-                    # Each pair has its own phase within the interval, as in the exporter.
-                    s = first + (pi * 110) % pf.probe
+                for region, table in pairs:
+                    # A region's tables (up to 8 of them) share a phase within the interval, as
+                    # in the exporter; each region has its own.
+                    group = (self.regions.index(region), self.tables.index(table) // 8)
+                    s = first + ((group[0] * 3 + group[1]) * 110) % pf.probe
                     while s < stop:
                         for op in self.ops:
                             res, took = self.outcome(p.name, region, table, op, s)

@@ -1,14 +1,19 @@
-//! Runs every region x table pair on its own fixed-rate schedule. The pairs of one region share a
-//! phase (in groups of at most [`PROBE_GROUP`] tables), drawn at random within the interval: a
-//! region's tables are probed in the same instant, one wake-up of the runtime for all of them
-//! with the code and data still in cache from the first probe to the last (spread over the
-//! interval, every probe paid for a cold start: 2.3 times the CPU per probe at 20 probes a
-//! second, docs/benchmarks.md), and the regions' rounds are spread apart. Probing a region's
-//! tables together also samples them at the same moment, which is what a judgement of the whole
-//! region wants. Pairs run in separate tasks: a slow table or a dead region never delays another's
-//! probes. A round is
-//! bounded by the probe timeout, which config keeps within the interval; a round that still
-//! overruns its slot makes the next slots count as missed, and they are exported as such.
+//! Runs every region x table pair on its own fixed-rate schedule, each pair in a task of its own:
+//! a slow table or a dead region never delays another's probes.
+//!
+//! The pairs of one region share a phase, in groups of at most [`PROBE_GROUP`] tables, each group
+//! at a random offset within the interval (drawn independently, so groups and regions may
+//! coincide). A group's tables are probed in the same instant: one wake-up of the runtime for all
+//! of them, with the code and data still in cache from the first probe to the last. With a phase
+//! per table every probe paid for a cold start: 2.3 times the CPU per probe at 20 probes a second
+//! (docs/benchmarks.md). The price is in detection on average, not in the worst case: a
+//! region-wide failure used to be seen first by whichever of the region's tables came next, about
+//! interval / (tables + 1) after it on average; now by the group's next round, interval / 2 on
+//! average. The worst case, one interval, is the same either way, and it is what the alert rules
+//! and the README's detection budget are sized for. At the same CPU, the interval could be halved.
+//!
+//! A round is bounded by the probe timeout, which config keeps within the interval; a round that
+//! still overruns its slot makes the next slots count as missed, and they are exported as such.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,10 +36,11 @@ use crate::shutdown::Shutdown;
 /// the SDK's own operation timeout normally fires first.
 const CUTOFF_MARGIN: Duration = Duration::from_millis(100);
 
-/// At most this many of a region's tables share a phase. Each of them holds a connection of its
-/// own while the round is in flight (HTTP/1.1), so the group bounds the connections kept per
-/// region (with write and replication probes, three per table); past it, the tables are split
-/// into groups as even as can be, each with its own phase.
+/// At most this many of a region's tables share a phase. Each of their calls holds a connection
+/// of its own while the round is in flight (HTTP/1.1), so the group bounds a wake-up's burst of
+/// calls and the connections a region's client keeps open for it (with write and replication
+/// probes, three per table; more while slow rounds of several groups overlap). Past it, the
+/// tables are split into groups as even as can be, each with its own phase.
 const PROBE_GROUP: usize = 8;
 
 /// The group of a region's `nth` table out of `tables`.
@@ -88,10 +94,17 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> (Vec<JoinHandle<()>>, Arc<LoopHealth>) {
     let p = &config.prober;
-    let pairs: Vec<(String, crate::config::TableConfig)> = config
+    // Each pair with its table's place in the config (its group).
+    let pairs: Vec<(String, crate::config::TableConfig, usize)> = config
         .regions
         .iter()
-        .flat_map(|r| config.tables.iter().map(|t| (r.name.clone(), t.clone())))
+        .flat_map(|r| {
+            config
+                .tables
+                .iter()
+                .enumerate()
+                .map(|(nth, t)| (r.name.clone(), t.clone(), nth))
+        })
         .collect();
     let health = Arc::new(LoopHealth::new(pairs.len(), p.interval, p.timeout));
     let region_names: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
@@ -101,10 +114,12 @@ pub fn spawn(
         .map(|t| (t.name.clone(), Arc::new(TableLedgers::new(&region_names))))
         .collect();
     let mut phases: HashMap<(String, usize), Duration> = HashMap::new();
-    let start = Instant::now();
+    // The phases count from the first poll of any pair's task, not from here: the exporter builds
+    // more after spawning them, and a late start must not count as missed slots.
+    let start = Arc::new(std::sync::OnceLock::new());
     let mut handles = Vec::with_capacity(pairs.len());
-    for (i, (region, table)) in pairs.into_iter().enumerate() {
-        let group = probe_group(i % config.tables.len(), config.tables.len());
+    for (i, (region, table, nth)) in pairs.into_iter().enumerate() {
+        let group = probe_group(nth, config.tables.len());
         let phase = *phases.entry((region.clone(), group)).or_insert_with(|| {
             let ms = rand::rng().random_range(0..p.interval.as_millis().max(1) as u64);
             Duration::from_millis(ms)
@@ -115,7 +130,6 @@ pub fn spawn(
             .filter(|r| r.name != region)
             .map(|r| r.name.clone())
             .collect();
-        let first = start + phase;
         let task = PairLoop {
             index: i,
             target: Target {
@@ -135,7 +149,11 @@ pub fn spawn(
             last: HashMap::new(),
             sequence: Sequence::default(),
         };
-        handles.push(tokio::spawn(task.run(first, shutdown.clone())));
+        let (start, shutdown) = (start.clone(), shutdown.clone());
+        handles.push(tokio::spawn(async move {
+            let first = *start.get_or_init(Instant::now) + phase;
+            task.run(first, shutdown).await
+        }));
     }
     (handles, health)
 }

@@ -231,10 +231,11 @@ impl Users {
 /// known, the users' writes are in their log) rather than scanning a growing table.
 pub struct Replicator {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Per source region, the longest time between the ends of two consecutive passes that
-    /// both read the source (the stand-in's own slowness on a loaded machine: a canary may wait
-    /// up to one such gap to be seen and one more to be copied).
-    slowest: Arc<Mutex<HashMap<&'static str, Duration>>>,
+    /// Per source region, each pass's end and the time since the previous pass's end, for the
+    /// passes that followed another one reaching the source (the stand-in's own slowness on a
+    /// loaded machine: a canary may wait up to one such gap to be seen and one more to be
+    /// copied). A pass that found the source refusing connections (it is down) starts afresh.
+    passes: Passes,
 }
 
 impl Drop for Replicator {
@@ -246,6 +247,9 @@ impl Drop for Replicator {
 }
 
 type Item = HashMap<String, AttributeValue>;
+
+/// Per source region: each pass's end and the time since the previous one's.
+type Passes = Arc<Mutex<HashMap<&'static str, Vec<(Instant, Duration)>>>>;
 
 /// The canaries' key prefix in the chain's prober configs (the default).
 const CANARY_PREFIX: &str = "dynamo-failover-canary";
@@ -259,7 +263,7 @@ impl Replicator {
         users: Arc<Mutex<Vec<UserWrite>>>,
     ) -> Replicator {
         let mut tasks = Vec::new();
-        let slowest = Arc::new(Mutex::new(HashMap::new()));
+        let passes = Passes::default();
         for (from, from_ep, to, to_ep) in [
             (EAST, east.endpoint(), WEST, west.endpoint()),
             (WEST, west.endpoint(), EAST, east.endpoint()),
@@ -271,7 +275,7 @@ impl Replicator {
                 .map(|p| dynamo_failover::probe::canary_key(CANARY_PREFIX, p, from))
                 .collect();
             let users = users.clone();
-            let slowest = slowest.clone();
+            let passes = passes.clone();
             tasks.push(tokio::spawn(async move {
                 // Canary key -> its versions not copied yet (when first seen, the item), and
                 // the content of the newest version seen.
@@ -311,14 +315,19 @@ impl Replicator {
                         )]));
                     }
                     let Ok(req) = req.build() else { continue };
-                    let Ok(Ok(out)) = tokio::time::timeout(
+                    let out = match tokio::time::timeout(
                         Duration::from_millis(800),
                         src.batch_get_item().request_items(TABLE, req).send(),
                     )
                     .await
-                    else {
-                        last_end = None;
-                        continue; // the source is down: nothing more leaves it
+                    {
+                        Ok(Ok(out)) => out,
+                        // Slow, not down: the pass counts, and its time with the next one.
+                        Err(_) => continue,
+                        Ok(Err(_)) => {
+                            last_end = None;
+                            continue; // the source is down: nothing more leaves it
+                        }
                     };
                     let items = out
                         .responses
@@ -372,24 +381,28 @@ impl Replicator {
                     }
                     let end = Instant::now();
                     if let Some(prev) = last_end {
-                        let mut s = slowest.lock().unwrap();
-                        let worst = s.entry(from).or_insert(Duration::ZERO);
-                        *worst = (*worst).max(end - prev);
+                        let mut p = passes.lock().unwrap();
+                        p.entry(from).or_default().push((end, end - prev));
                     }
                     last_end = Some(end);
                 }
             }));
         }
-        Replicator { tasks, slowest }
+        Replicator { tasks, passes }
     }
 
-    /// The longest gap between two consecutive passes copying out of `region` so far.
-    pub fn slowest_pass_from(&self, region: &str) -> Duration {
-        self.slowest
+    /// The longest gap between two consecutive passes copying out of `region` that ended
+    /// within `from..=to` (reading `region`: its replication, not the copies into it).
+    pub fn slowest_pass_from(&self, region: &str, from: Instant, to: Instant) -> Duration {
+        self.passes
             .lock()
             .unwrap()
             .get(region)
-            .copied()
+            .into_iter()
+            .flatten()
+            .filter(|(end, _)| (from..=to).contains(end))
+            .map(|(_, gap)| *gap)
+            .max()
             .unwrap_or_default()
     }
 }
