@@ -27,9 +27,13 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} not found: {fix}", bin.display()));
     let root = crate::root();
+    // The other binaries' sources are not this one's: cargo does not rebuild it for them.
+    let bins = root.join("crates/testkit/src/bin");
+    let own = bins.join(format!("{name}.rs"));
+    let theirs = |p: &std::path::Path| p.starts_with(&bins) && p != own;
     let newest = ["crates/testkit/src", "src"]
         .iter()
-        .filter_map(|d| newest_file(&root.join(d)))
+        .filter_map(|d| newest_file(&root.join(d), &theirs))
         .max();
     if let Some(src) = newest {
         assert!(
@@ -41,13 +45,18 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     bin
 }
 
-/// The modification time of the newest file under `dir`.
-fn newest_file(dir: &std::path::Path) -> Option<SystemTime> {
+/// The modification time of the newest file under `dir`, leaving out those `skip` names.
+fn newest_file(
+    dir: &std::path::Path,
+    skip: &dyn Fn(&std::path::Path) -> bool,
+) -> Option<SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
         let t = if path.is_dir() {
-            newest_file(&path)
+            newest_file(&path, skip)
+        } else if skip(&path) {
+            None
         } else {
             entry.metadata().and_then(|m| m.modified()).ok()
         };
