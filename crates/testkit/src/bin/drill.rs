@@ -405,6 +405,22 @@ async fn drill(a: Args) -> Result<(), String> {
         },
     )
     .await;
+    // The first drill's data at risk needs a canary to have waited out the lag (as in e2e): the
+    // lag, two slow passes of the stand-in, a probe interval and a second, at a sample a second.
+    let measured = a.lag.as_secs() + 7;
+    wait_until(
+        Duration::from_secs(90) + a.lag,
+        "the probers to measure the replication lag",
+        || async {
+            c.value(&format!(
+                "count_over_time(dynamodb_replication_lag_seconds{{source_region=\"{EAST}\"}}[{}s]) >= {measured}",
+                measured + 10
+            ))
+            .await
+            .is_some()
+        },
+    )
+    .await;
     println!(
         "
     Prometheus      {}/alerts
