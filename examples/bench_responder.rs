@@ -54,20 +54,29 @@ async fn back_home(http: &reqwest::Client, base: &str, starts: &str) {
         .send()
         .await
         .unwrap();
+    settled(http, base, "us-east-1", Duration::from_millis(5)).await;
+}
+
+/// The responder's state, as the operator's `status` reads it.
+async fn state(http: &reqwest::Client, base: &str) -> Value {
+    http.get(format!("{base}/v1/state"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls the state every `pause` until traffic is in `region` with every step verified.
+async fn settled(http: &reqwest::Client, base: &str, region: &str, pause: Duration) {
     loop {
-        let s: Value = http
-            .get(format!("{base}/v1/state"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if s["active_region"] == "us-east-1" && s["plan"].is_null() {
+        let s = state(http, base).await;
+        if s["active_region"] == region && s["plan"].is_null() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(pause).await;
     }
 }
 const STORMS: usize = 10;
@@ -179,23 +188,6 @@ async fn cycle(
     day: &str,
     i: usize,
 ) -> (Vec<f64>, Vec<f64>) {
-    let settled = |region: &'static str| async move {
-        loop {
-            let s: Value = poll
-                .get(format!("{base}/v1/state"))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if s["active_region"] == region && s["plan"].is_null() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-    };
     let starts = format!("{day}T{:02}:{:02}:00.000Z", i / 60, i % 60);
     let (mut acks, mut verified) = (Vec::new(), Vec::new());
     let t = Instant::now();
@@ -209,7 +201,7 @@ async fn cycle(
         .unwrap();
     acks.push(t.elapsed().as_secs_f64() * 1000.0);
     assert_eq!(r.status(), 200);
-    settled("us-west-2").await;
+    settled(poll, base, "us-west-2", Duration::from_micros(200)).await;
     verified.push(t.elapsed().as_secs_f64() * 1000.0);
     client
         .post(format!("{base}/alerts"))
@@ -228,7 +220,7 @@ async fn cycle(
         .unwrap();
     acks.push(t.elapsed().as_secs_f64() * 1000.0);
     assert_eq!(r.status(), 202);
-    settled("us-east-1").await;
+    settled(poll, base, "us-east-1", Duration::from_micros(200)).await;
     verified.push(t.elapsed().as_secs_f64() * 1000.0);
     (acks, verified)
 }
@@ -332,18 +324,6 @@ type = "A"
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let state = |http: reqwest::Client, base: String| async move {
-        http.get(format!("{base}/v1/state"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
-    let settled = |s: &Value, region: &str| s["active_region"] == region && s["plan"].is_null();
-
     // 1. Cycles. BENCH_ONLY=storm runs the storms alone (for profiling them).
     let only_storm = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "storm");
     let cycles = if only_storm { 1 } else { 200 };
@@ -395,16 +375,10 @@ type = "A"
     let mut storm_ok = true;
     for run in 0..STORMS {
         let starts = format!("2026-11-27T00:{run:02}:00.000Z");
-        let before = state(http.clone(), base.clone()).await["epoch"]
-            .as_u64()
-            .unwrap();
+        let before = state(&http, &base).await["epoch"].as_u64().unwrap();
         let (acks, wall) = storm(&addr, &alert("us-east-1", true, &starts)).await;
-        while !settled(&state(http.clone(), base.clone()).await, "us-west-2") {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let after = state(http.clone(), base.clone()).await["epoch"]
-            .as_u64()
-            .unwrap();
+        settled(&http, &base, "us-west-2", Duration::from_millis(5)).await;
+        let after = state(&http, &base).await["epoch"].as_u64().unwrap();
         if run == 0 {
             println!(
                 "\n## webhook storm: {} duplicate deliveries from 50 concurrent senders, {STORMS} runs (each a new alert, traffic home before it)",
@@ -439,9 +413,7 @@ type = "A"
         // The plan (live check, 4 API steps, 7 fsyncs) runs in the first ~100 ms of each run.
         let during = sorted(timed.iter().filter(|t| t.0 < 150.0).map(|t| t.1).collect());
         let acks = sorted(timed.into_iter().map(|t| t.1).collect());
-        while !settled(&state(http.clone(), base.clone()).await, "us-west-2") {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        settled(&http, &base, "us-west-2", Duration::from_millis(5)).await;
         if run == 0 {
             println!("\n## the same storm paced: 50 senders each every 10 ms (5,000 a second, 1 s), {STORMS} runs");
         }

@@ -49,6 +49,25 @@ fn probe_group(nth: usize, tables: usize) -> usize {
     nth * groups / tables
 }
 
+/// Each pair's phase, in the pairs' order (region by region, tables in config order): one
+/// `draw` per region and group, shared by the group's tables.
+fn pair_phases(regions: usize, tables: usize, mut draw: impl FnMut() -> Duration) -> Vec<Duration> {
+    let mut phases = Vec::with_capacity(regions * tables);
+    for _ in 0..regions {
+        let mut group = None;
+        for nth in 0..tables {
+            let g = probe_group(nth, tables);
+            let phase = match group {
+                Some((at, phase)) if at == g => phase,
+                _ => draw(),
+            };
+            group = Some((g, phase));
+            phases.push(phase);
+        }
+    }
+    phases
+}
+
 /// When each probe loop last finished a round, for `/healthz`.
 #[derive(Debug)]
 pub struct LoopHealth {
@@ -94,18 +113,14 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> (Vec<JoinHandle<()>>, Arc<LoopHealth>) {
     let p = &config.prober;
-    // Each pair with its table's place in the config (its group).
-    let pairs: Vec<(String, crate::config::TableConfig, usize)> = config
+    let pairs: Vec<(String, crate::config::TableConfig)> = config
         .regions
         .iter()
-        .flat_map(|r| {
-            config
-                .tables
-                .iter()
-                .enumerate()
-                .map(|(nth, t)| (r.name.clone(), t.clone(), nth))
-        })
+        .flat_map(|r| config.tables.iter().map(|t| (r.name.clone(), t.clone())))
         .collect();
+    let phases = pair_phases(config.regions.len(), config.tables.len(), || {
+        Duration::from_millis(rand::rng().random_range(0..p.interval.as_millis().max(1) as u64))
+    });
     let health = Arc::new(LoopHealth::new(pairs.len(), p.interval, p.timeout));
     let region_names: Vec<String> = config.regions.iter().map(|r| r.name.clone()).collect();
     let ledgers: HashMap<String, Arc<TableLedgers>> = config
@@ -113,17 +128,11 @@ pub fn spawn(
         .iter()
         .map(|t| (t.name.clone(), Arc::new(TableLedgers::new(&region_names))))
         .collect();
-    let mut phases: HashMap<(String, usize), Duration> = HashMap::new();
     // The phases count from the first poll of any pair's task, not from here: the exporter builds
     // more after spawning them, and a late start must not count as missed slots.
     let start = Arc::new(std::sync::OnceLock::new());
     let mut handles = Vec::with_capacity(pairs.len());
-    for (i, (region, table, nth)) in pairs.into_iter().enumerate() {
-        let group = probe_group(nth, config.tables.len());
-        let phase = *phases.entry((region.clone(), group)).or_insert_with(|| {
-            let ms = rand::rng().random_range(0..p.interval.as_millis().max(1) as u64);
-            Duration::from_millis(ms)
-        });
+    for (i, ((region, table), phase)) in pairs.into_iter().zip(phases).enumerate() {
         let sources: Vec<String> = config
             .regions
             .iter()
@@ -376,5 +385,19 @@ mod tests {
         assert_eq!(groups(20), vec![7, 7, 6]);
         // Neighbours share a group (the groups are runs of the config's order).
         assert!((1..20).all(|n| probe_group(n, 20) >= probe_group(n - 1, 20)));
+    }
+
+    #[test]
+    fn a_group_shares_one_drawn_phase_and_every_group_and_region_draws_its_own() {
+        let mut n = 0;
+        let phases = pair_phases(2, 10, || {
+            n += 1;
+            Duration::from_millis(n)
+        });
+        let ms: Vec<u64> = phases.iter().map(|d| d.as_millis() as u64).collect();
+        // Region 1: tables 0-4 and 5-9; region 2 the same, with draws of its own.
+        assert_eq!(ms, [[1; 5], [2; 5], [3; 5], [4; 5]].concat());
+        assert_eq!(n, 4, "one draw per region and group");
+        assert_eq!(pair_phases(3, 1, || Duration::ZERO).len(), 3);
     }
 }
