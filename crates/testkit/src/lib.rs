@@ -181,7 +181,157 @@ where
 /// One moto server: one stand-in region.
 pub struct Moto {
     pub port: u16,
-    child: Option<Child>,
+    child: Option<MotoProcess>,
+}
+
+/// A moto server's process: a child of ours, or a fork of the warm moto process
+/// (`scripts/lib/moto_fork.py`), held by a pidfd so a signal can never reach another process that
+/// was given the same pid later.
+enum MotoProcess {
+    Child(Child),
+    Forked {
+        pid: u32,
+        pidfd: std::os::fd::OwnedFd,
+    },
+}
+
+impl MotoProcess {
+    fn pid(&self) -> u32 {
+        match self {
+            MotoProcess::Child(c) => c.id().expect("a running child"),
+            MotoProcess::Forked { pid, .. } => *pid,
+        }
+    }
+
+    /// Whether it has exited (a fork's pidfd is readable once it has).
+    fn exited(&mut self) -> bool {
+        match self {
+            MotoProcess::Child(c) => !matches!(c.try_wait(), Ok(None)),
+            MotoProcess::Forked { pidfd, .. } => {
+                use std::os::fd::AsRawFd;
+                let mut p = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, no wait.
+                unsafe { libc::poll(&mut p, 1, 0) == 1 }
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            MotoProcess::Child(c) => {
+                let _ = c.start_kill();
+            }
+            MotoProcess::Forked { pidfd, .. } => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a pidfd we own; no siginfo.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Kills it and waits until it is gone (its port is free again).
+    async fn stop(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + START_LIMIT;
+        while !self.exited() {
+            assert!(Instant::now() < deadline, "moto did not exit after SIGKILL");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for MotoProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The warm moto process of this test binary, started at its first use; None where it cannot
+/// run (no Python beside `moto_server`), and moto servers are then started one process each.
+fn moto_forker() -> Option<&'static std::sync::Mutex<Forker>> {
+    static FORKER: std::sync::OnceLock<Option<std::sync::Mutex<Forker>>> =
+        std::sync::OnceLock::new();
+    FORKER
+        .get_or_init(|| Forker::start().map(std::sync::Mutex::new))
+        .as_ref()
+}
+
+struct Forker {
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    _process: std::process::Child,
+}
+
+impl Forker {
+    fn start() -> Option<Forker> {
+        use std::io::BufRead;
+        let python = moto_bin().with_file_name("python");
+        if !python.exists() {
+            return None;
+        }
+        // No kill on drop and no parent-death signal (that follows the thread that started it,
+        // which may be one test's): it exits when its input closes, with this process.
+        let mut process = std::process::Command::new(python)
+            .arg(root().join("scripts/lib/moto_fork.py"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let input = process.stdin.take()?;
+        let mut output = std::io::BufReader::new(process.stdout.take()?);
+        let mut line = String::new();
+        output.read_line(&mut line).ok()?;
+        (line.trim() == "ready").then_some(Forker {
+            input,
+            output,
+            _process: process,
+        })
+    }
+
+    /// A new server on `port` (0: the kernel's choice): its pid.
+    fn fork(&mut self, port: u16) -> std::io::Result<u32> {
+        use std::io::{BufRead, Write};
+        writeln!(self.input, "{port}")?;
+        self.input.flush()?;
+        let mut line = String::new();
+        self.output.read_line(&mut line)?;
+        line.trim()
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("the moto fork server answered {line:?}")))
+    }
+}
+
+/// A moto server forked from the warm process, or None where there is none.
+async fn fork_moto(port: u16) -> Option<MotoProcess> {
+    let forker = moto_forker()?;
+    let pid = tokio::task::spawn_blocking(move || {
+        forker.lock().unwrap_or_else(|p| p.into_inner()).fork(port)
+    })
+    .await
+    .expect("the fork request")
+    .expect("the moto fork server");
+    // SAFETY: pidfd_open has no memory arguments; a negative answer is an error.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    assert!(
+        fd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a new descriptor, ours alone.
+    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    Some(MotoProcess::Forked { pid, pidfd })
 }
 
 impl Moto {
@@ -208,24 +358,42 @@ impl Moto {
     }
 
     async fn spawn(port: u16, niced: bool) -> Moto {
-        let mut cmd = if niced {
-            let mut c = Command::new("nice");
-            c.args(["-n", "10"]).arg(moto_bin());
-            c
-        } else {
-            Command::new(moto_bin())
+        let forked = if niced { None } else { fork_moto(port).await };
+        let mut process = match forked {
+            Some(p) => p,
+            None => {
+                let mut cmd = if niced {
+                    let mut c = Command::new("nice");
+                    c.args(["-n", "10"]).arg(moto_bin());
+                    c
+                } else {
+                    Command::new(moto_bin())
+                };
+                let child = cmd
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("start moto_server");
+                MotoProcess::Child(child)
+            }
         };
-        let mut child = cmd
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start moto_server");
-        let port = wait_listening(&mut child, "moto_server").await;
+        let deadline = Instant::now() + START_LIMIT;
+        let port = loop {
+            if let Some(port) = listening_ports(process.pid()).first() {
+                break *port;
+            }
+            assert!(!process.exited(), "moto_server exited before listening");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen within {START_LIMIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let m = Moto {
             port,
-            child: Some(child),
+            child: Some(process),
         };
         let url = format!("{}/moto-api/", m.endpoint());
         let http = reqwest::Client::new();
@@ -243,8 +411,8 @@ impl Moto {
 
     /// Kills the server (the region goes dark: connections are refused).
     pub async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill().await;
+        if let Some(mut p) = self.child.take() {
+            p.stop().await;
         }
     }
 }
