@@ -405,7 +405,7 @@ type = "A"
             );
         }
         println!(
-            "run {:>2}: {:.2} s, acknowledgement median {:.2} ms, p99 {:.2} ms, max {:.2} ms; transitions caused: {} (must be exactly 1)",
+            "run {:>2}: {:.2} s, acknowledgement median {:.2} ms, p99 {:.2} ms, max {:.2} ms; transitions caused by it and its control: {} (must be exactly 1)",
             run + 1,
             wall.as_secs_f64(),
             pct(&acks, 0.5),

@@ -3,8 +3,8 @@
 Importing moto takes about a second of CPU, and the tests start a few hundred moto servers (one
 per stand-in region per test): on two cores that was a large share of the whole test run. This
 process imports moto once; each server is a fork of it, a process of its own with empty
-backends, exactly as a fresh `moto_server -H 127.0.0.1 -p PORT` would be, killed on its own to
-stop a region.
+backends and generators seeded afresh, as a new `moto_server -H 127.0.0.1 -p PORT` would be,
+killed on its own to stop a region.
 
 Protocol (crates/testkit, `Moto::start_on`): this process writes `ready` once moto is imported;
 then for each line it reads (a port, 0 for one of the kernel's choosing) it forks a server on
@@ -18,6 +18,7 @@ import signal
 import sys
 
 import moto.server
+from moto.moto_api._internal import mock_random
 
 # What the first DynamoDB request would import: each server starts warm.
 import moto.dynamodb.models  # noqa: F401
@@ -32,7 +33,10 @@ def serve(port, zygote):
     if os.getppid() != zygote:  # this process ended between the fork and the line above
         os._exit(0)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    random.seed()  # not the same sequence as every other server forked from here
+    # Not the same identifiers as every other server forked from here: moto draws them from its
+    # own generator, seeded once at import.
+    random.seed()
+    mock_random.seed()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

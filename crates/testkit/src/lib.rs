@@ -277,8 +277,15 @@ struct Forker {
 impl Forker {
     fn start() -> Option<Forker> {
         use std::io::BufRead;
-        let python = moto_bin().with_file_name("python");
-        if !python.exists() {
+        // Only for a moto_server that is a Python entry point (a wrapper script in MOTO_SERVER
+        // is run as it is, one process per server), with the interpreter it names.
+        let script = std::fs::read(moto_bin()).ok()?;
+        let first = script.split(|b| *b == b'\n').next()?;
+        let python = PathBuf::from(std::str::from_utf8(first.strip_prefix(b"#!")?).ok()?.trim());
+        let is_python = python
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("python"));
+        if !is_python || !python.exists() {
             return None;
         }
         // No kill on drop and no parent-death signal (that follows the thread that started it,
@@ -291,13 +298,27 @@ impl Forker {
             .ok()?;
         let input = process.stdin.take()?;
         let mut output = std::io::BufReader::new(process.stdout.take()?);
-        let mut line = String::new();
-        output.read_line(&mut line).ok()?;
-        (line.trim() == "ready").then_some(Forker {
-            input,
-            output,
-            _process: process,
-        })
+        // `ready` once moto is imported, within the limit any child has to start.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let ok = output.read_line(&mut line).is_ok() && line.trim() == "ready";
+            let _ = tx.send(ok.then_some(output));
+        });
+        match rx.recv_timeout(START_LIMIT) {
+            Ok(Some(output)) => Some(Forker {
+                input,
+                output,
+                _process: process,
+            }),
+            _ => {
+                eprintln!(
+                    "testkit: the moto fork server did not start; one process per moto server"
+                );
+                let _ = process.kill();
+                None
+            }
+        }
     }
 
     /// A new server on `port` (0: the kernel's choice): its pid.
@@ -315,23 +336,25 @@ impl Forker {
 
 /// A moto server forked from the warm process, or None where there is none.
 async fn fork_moto(port: u16) -> Option<MotoProcess> {
-    let forker = moto_forker()?;
-    let pid = tokio::task::spawn_blocking(move || {
-        forker.lock().unwrap_or_else(|p| p.into_inner()).fork(port)
+    // Off the runtime: the first call waits for Python to import moto.
+    tokio::task::spawn_blocking(move || {
+        let mut forker = moto_forker()?.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = forker.fork(port).expect("the moto fork server");
+        // At once, before the server could exit and its pid be given to another process.
+        // SAFETY: pidfd_open has no memory arguments; a negative answer is an error.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        assert!(
+            fd >= 0,
+            "moto_server (pid {pid}, port {port}) exited before listening: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a new descriptor, ours alone.
+        let pidfd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        Some(MotoProcess::Forked { pid, pidfd })
     })
     .await
     .expect("the fork request")
-    .expect("the moto fork server");
-    // SAFETY: pidfd_open has no memory arguments; a negative answer is an error.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    assert!(
-        fd >= 0,
-        "pidfd_open({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a new descriptor, ours alone.
-    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    Some(MotoProcess::Forked { pid, pidfd })
 }
 
 impl Moto {
