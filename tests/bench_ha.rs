@@ -108,6 +108,7 @@ async fn webhook_storm_against_three_replicas() {
     let s = Stack::start(Knobs {
         replicas: 3,
         lease: "3s",
+        niced_stand_ins: std::env::var_os("BENCH_UNNICED").is_none(),
         ..Knobs::default()
     })
     .await;

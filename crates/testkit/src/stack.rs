@@ -165,6 +165,18 @@ pub struct Knobs {
     /// require a client certificate from it; the test's client, the operator commands and the
     /// agents present one.
     pub tls: bool,
+    /// The moto servers (regions and state store) at nice 10, for benchmarks: they stand in for
+    /// DynamoDB, which never shares the responders' cores.
+    pub niced_stand_ins: bool,
+}
+
+/// A moto server, niced or not ([`Knobs::niced_stand_ins`]).
+async fn moto(niced: bool) -> Moto {
+    if niced {
+        Moto::start_niced().await
+    } else {
+        Moto::start().await
+    }
 }
 
 impl Default for Knobs {
@@ -191,6 +203,7 @@ impl Default for Knobs {
             readiness_interval: "5m",
             no_aws_credentials: false,
             tls: false,
+            niced_stand_ins: false,
         }
     }
 }
@@ -282,7 +295,7 @@ impl Stack {
     /// Everything but the responder processes: moto regions, the fake DigitalOcean API, the
     /// notification receiver, the files; [`Stack::launch`] writes the configs and starts them.
     pub async fn prepare(knobs: Knobs) -> Stack {
-        let (east, west) = tokio::join!(Moto::start(), Moto::start());
+        let (east, west) = tokio::join!(moto(knobs.niced_stand_ins), moto(knobs.niced_stand_ins));
         for (m, r) in [(&east, EAST), (&west, WEST)] {
             create_table(&client(r, &m.endpoint()).await, TABLE, true).await;
         }
@@ -329,7 +342,7 @@ impl Stack {
         // Every listener binds port 0; the ports are read back from the processes' logs.
         let ports: Vec<u16> = vec![0; knobs.replicas.max(1)];
         let state_store = if knobs.replicas > 1 {
-            let m = Moto::start().await;
+            let m = moto(knobs.niced_stand_ins).await;
             create_state_table(&client("eu-west-1", &m.endpoint()).await).await;
             Some(m)
         } else {
