@@ -112,19 +112,33 @@ pub fn listening_ports(pid: u32) -> Vec<u16> {
 /// Waits until `child` listens on a port and answers it; panics at once if it exits first.
 pub async fn wait_listening(child: &mut Child, what: &str) -> u16 {
     let pid = child.id().expect("a running child");
+    wait_listening_pid(pid, what, || match child.try_wait() {
+        Ok(Some(status)) => Some(status.to_string()),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits until process `pid` listens on a port and answers it; panics at once if `exited`
+/// answers how it exited.
+async fn wait_listening_pid(
+    pid: u32,
+    what: &str,
+    mut exited: impl FnMut() -> Option<String>,
+) -> u16 {
     let deadline = Instant::now() + START_LIMIT;
     loop {
         if let Some(port) = listening_ports(pid).first() {
             return *port;
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = exited() {
             panic!("{what} exited before listening: {status}");
         }
         assert!(
             Instant::now() < deadline,
             "{what} did not listen within {START_LIMIT:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -259,7 +273,8 @@ impl Drop for MotoProcess {
 }
 
 /// The warm moto process of this test binary, started at its first use; None where it cannot
-/// run (no Python beside `moto_server`), and moto servers are then started one process each.
+/// run (`moto_server` is not a Python entry point, or the process did not start in time), and
+/// moto servers are then started one process each.
 fn moto_forker() -> Option<&'static std::sync::Mutex<Forker>> {
     static FORKER: std::sync::OnceLock<Option<std::sync::Mutex<Forker>>> =
         std::sync::OnceLock::new();
@@ -402,18 +417,13 @@ impl Moto {
                 MotoProcess::Child(child)
             }
         };
-        let deadline = Instant::now() + START_LIMIT;
-        let port = loop {
-            if let Some(port) = listening_ports(process.pid()).first() {
-                break *port;
-            }
-            assert!(!process.exited(), "moto_server exited before listening");
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen within {START_LIMIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let pid = process.pid();
+        let port = wait_listening_pid(pid, "moto_server", || {
+            process
+                .exited()
+                .then(|| "killed or failed at start".to_string())
+        })
+        .await;
         let m = Moto {
             port,
             child: Some(process),
